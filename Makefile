@@ -1,0 +1,28 @@
+# The two commands a newcomer runs: `make quickstart` and `make test`.
+# Both create ./.venv on first use and install the package into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU-only torch wheel that this machine keeps on local disk is preferred, so set-up does
+# not pull a multi-GB CUDA build; elsewhere pip resolves `torch` the normal way.
+LOCAL_CPU_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+TORCH_SPEC ?= $(if $(LOCAL_CPU_TORCH),torch==$(word 2,$(subst -, ,$(notdir $(LOCAL_CPU_TORCH:+cpu=)))),)
+
+.PHONY: setup quickstart test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@if [ -n "$(TORCH_SPEC)" ]; then echo "installing $(TORCH_SPEC) (CPU build on local disk)"; $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+quickstart: setup
+	$(VENV)/bin/unisrec quickstart --output quickstart_out
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) quickstart_out
