@@ -16,9 +16,11 @@ from unisrec.errors import UserError
 
 # Ordered as the pipeline a user walks.
 COMMAND_MODULES = (
-    "unisrec.data.cli",        # prepare, stats, export-atomic, download
+    "unisrec.data.cli",        # prepare, stats, export-atomic
+    "unisrec.data.download",   # download
     "unisrec.text.cli",        # encode
-    "unisrec.training.cli",    # finetune, train, pretrain
+    "unisrec.training.pretrain_cli",  # pretrain
+    "unisrec.training.cli",    # finetune, train
     "unisrec.evaluation.cli",  # evaluate
     "unisrec.serving.cli",     # recommend, export-embeddings, serve
     "unisrec.quickstart",      # quickstart

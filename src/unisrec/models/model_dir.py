@@ -1,0 +1,128 @@
+"""The model directory: everything needed to score a domain's items, with no pickle.
+
+Layout::
+
+    MODEL_DIR/
+      config.json            {"model_type": "unisrec"|"sasrec", "model": {...model config...},
+                              "dataset": {"path", "name", "fingerprint", "features"},
+                              "encoder": {...the feature set's manifest entry...},
+                              "training": {...}, ...}
+      model.safetensors      weights (text features excluded)
+      catalogue/items.parquet  index (1..n), item_id, text -- the domain's items
+      catalogue/features.npy   float32 (n + 1, text_dim), row 0 = padding (UniSRec only)
+
+A model directory is self-contained: evaluation reads the dataset path recorded in config.json
+for its sequences, but serving needs nothing but this folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unisrec.data.dataset import Dataset
+from unisrec.errors import UserError
+
+CATALOGUE = "catalogue"
+
+
+def dataset_fingerprint(ds: Dataset) -> str:
+    """A short hash of the item ids and sequences: tells whether a model matches a dataset."""
+    h = hashlib.sha256()
+    h.update("\n".join(ds.item_ids).encode())
+    h.update(np.ascontiguousarray(ds.seq_offsets, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(ds.seq_items, dtype=np.int32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_model_dir(
+    model: Any,
+    path: str | os.PathLike,
+    dataset: Dataset,
+    feature_name: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (anything with ``save_pretrained(path, extra)``) plus the dataset's catalogue.
+
+    ``feature_name`` (UniSRec) also copies that feature set as ``catalogue/features.npy``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    info: dict[str, Any] = {}
+    if feature_name is not None:
+        feature_name, info = dataset.feature_info(feature_name)
+    meta = {
+        "dataset": {
+            "path": str(Path(dataset.path).resolve()) if dataset.path else None,
+            "name": dataset.name,
+            "fingerprint": dataset_fingerprint(dataset),
+            "features": feature_name,
+        },
+        "encoder": info,
+    }
+    meta.update(extra or {})
+    model.save_pretrained(path, meta)
+    cat = path / CATALOGUE
+    cat.mkdir(exist_ok=True)
+    n = dataset.num_items
+    pq.write_table(
+        pa.table(
+            {
+                "index": pa.array(np.arange(1, n + 1, dtype=np.int32)),
+                "item_id": pa.array(dataset.item_ids, pa.string()),
+                "text": pa.array(dataset.item_texts, pa.string()),
+            }
+        ),
+        cat / "items.parquet",
+        compression="zstd",
+    )
+    if feature_name is not None:
+        shutil.copyfile(dataset.path / info["file"], cat / "features.npy")
+    return path
+
+
+def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise UserError(f"{path} is not a model directory (no config.json); train one with `unisrec finetune` or `unisrec train`")
+    return json.loads(cfg.read_text())
+
+
+def load_catalogue(path: str | os.PathLike, mmap: bool = True) -> tuple[list[str], list[str], np.ndarray | None]:
+    """(raw item ids, texts, features or None) of a model directory; ids/texts are 1-based by position + 1."""
+    import pyarrow.parquet as pq
+
+    cat = Path(path) / CATALOGUE
+    if not (cat / "items.parquet").is_file():
+        raise UserError(f"{path} has no {CATALOGUE}/items.parquet; it was not written by save_model_dir")
+    table = pq.read_table(cat / "items.parquet")
+    feats = np.load(cat / "features.npy", mmap_mode="r" if mmap else None) if (cat / "features.npy").is_file() else None
+    return table.column("item_id").to_pylist(), table.column("text").to_pylist(), feats
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Load the model of a model directory by its ``model_type``, with its catalogue features set."""
+    cfg = read_model_config(path)
+    kind = cfg.get("model_type")
+    if kind == "unisrec":
+        from unisrec.models.unisrec import UniSRec
+
+        model = UniSRec.from_pretrained(path)
+        _, _, feats = load_catalogue(path, mmap=False)
+        if feats is not None:
+            model.set_item_features(feats)
+        return model
+    if kind == "sasrec":
+        from unisrec.models.baselines.sasrec import SASRec
+
+        return SASRec.from_pretrained(path)
+    raise UserError(f"{path}/config.json: unknown model_type {kind!r}")
