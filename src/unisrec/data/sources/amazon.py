@@ -1,0 +1,159 @@
+"""Amazon Reviews "ratings only" CSV + ``meta_<Category>.json.gz`` -> Dataset (SPEC "Data protocol").
+
+Ratings: no header, columns ``item,user,rating,timestamp`` (2018; the 2014 files are
+``user,item,rating,timestamp``: pass ``ratings_columns``). Meta: one record per line, JSON (2018) or
+a Python literal (2014, read with ``ast.literal_eval`` only when JSON parsing fails). Item text =
+cleaned title + category + brand (SPEC "Item text"; the 2014 ``categories`` list of lists stands in
+for ``category``). Items without a meta record are dropped, then the (5, 5)-core, then time order.
+A repeated (user, item, rating, timestamp) row is a duplicate, as in the release (which stored the
+ratings in a set).
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from unisrec.data.build import assemble_dataset, describe_inputs, encode
+from unisrec.data.cleaning import AMAZON_TEXT_FIELDS, amazon_item_text, is_empty_text
+from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
+from unisrec.data.records import BadRecords, InputError
+from unisrec.data.tables import Column, check_file, read_csv_table
+
+RATINGS_COLUMNS = ("item", "user", "rating", "timestamp")
+_KINDS = {"item": "str", "user": "str", "rating": "float", "timestamp": "time"}
+
+
+def iter_meta_lines(path: Path, block: int = 1 << 24):
+    """(line number, bytes) of every non-blank line of a plain or gzipped file, read in big blocks."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    line_no = 0
+    rest = b""
+    try:
+        with opener(path, "rb") as fh:
+            while True:
+                chunk = fh.read(block)
+                if not chunk:
+                    break
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    line_no += 1
+                    if line.strip():
+                        yield line_no, line
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise InputError(f"{path}: truncated or corrupt compressed file after line {line_no} ({exc})") from None
+    if rest.strip():
+        yield line_no + 1, rest
+
+
+def parse_meta_line(line: bytes):
+    """JSON first (fast, orjson); a Python literal (the 2014 files) only if that fails; None if neither."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(line.decode("utf-8"))
+    except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
+        return None
+
+
+def read_meta(path: Path, wanted: set[str], bad: BadRecords, fields=AMAZON_TEXT_FIELDS) -> tuple[dict[str, str], int]:
+    """Text of every item in ``wanted`` that has a meta record (first record wins), and the number
+    of meta records read. Records of other items are only parsed for their ``asin``."""
+    texts: dict[str, str] = {}
+    n_records = 0
+    for line_no, line in iter_meta_lines(path):
+        record = parse_meta_line(line)
+        if not isinstance(record, dict):
+            bad.bad("invalid_json", f"{path}, line {line_no}", f"not a JSON object or Python literal: {line[:60]!r}")
+            continue
+        asin = record.get("asin")
+        if not isinstance(asin, str) or not asin:
+            bad.bad("missing_value", f"{path}, line {line_no}", "meta record without an 'asin'")
+            continue
+        n_records += 1
+        if asin not in wanted:
+            continue
+        if asin in texts:
+            bad.drop("duplicate_meta", 1)
+            continue
+        if "category" not in record and isinstance(record.get("categories"), list):  # 2014 layout
+            record["category"] = [c for group in record["categories"] for c in (group if isinstance(group, list) else [group])]
+        text = amazon_item_text(record, fields)
+        if is_empty_text(text):
+            bad.bad("empty_text", f"{path}, line {line_no}", f"item {asin} has no title/category/brand text")
+            continue
+        texts[asin] = text
+    if n_records == 0:
+        raise InputError(f"{path}: no meta records found")
+    return texts, n_records
+
+
+def prepare_amazon(
+    ratings: str | Path,
+    meta: str | Path,
+    output: str | Path | None = None,
+    *,
+    name: str | None = None,
+    min_user: int = 5,
+    min_item: int = 5,
+    max_history: int = DEFAULT_MAX_HISTORY,
+    on_bad_lines: str = "error",
+    duplicates: str = "drop",
+    ratings_columns: tuple[str, ...] = RATINGS_COLUMNS,
+) -> Dataset:
+    """Prepare one Amazon category (see module docstring); saves to ``output`` if given."""
+    ratings, meta = Path(ratings), Path(meta)
+    check_file(meta, "--meta")
+    if sorted(ratings_columns) != sorted(RATINGS_COLUMNS):
+        raise InputError(f"--ratings-columns must name {', '.join(RATINGS_COLUMNS)} once each, got {', '.join(ratings_columns)}")
+    bad = BadRecords(on_bad_lines)
+    table = read_csv_table(check_file(ratings, "--ratings"), [Column(c, _KINDS[c]) for c in RATINGS_COLUMNS], bad,
+                           names=list(ratings_columns), delimiter=",")
+    cols = table.columns
+    users, user_values = encode(cols["user"])
+    items, item_values = encode(cols["item"])
+    texts, n_meta = read_meta(meta, set(item_values.to_pylist()), bad)
+    has_meta = np.fromiter((iid in texts for iid in item_values.to_pylist()), dtype=bool, count=len(item_values))
+
+    def item_texts(codes: np.ndarray) -> list[str]:
+        return [texts[iid] for iid in item_values.take(pa.array(codes)).to_pylist()]
+
+    ds = assemble_dataset(
+        name=name or (Path(output).name if output else ratings.stem),
+        users=users,
+        items=items,
+        times=cols["timestamp"],
+        user_values=user_values,
+        item_values=item_values,
+        item_texts=item_texts,
+        bad=bad,
+        where=table.where,
+        dedup_keys=[cols["rating"], cols["timestamp"]],
+        duplicates=duplicates,
+        item_allowed=has_meta,
+        item_drop_reason="no_meta",
+        min_user=min_user,
+        min_item=min_item,
+        max_history=max_history,
+        manifest={
+            "source": "amazon",
+            "inputs": describe_inputs(ratings=ratings, meta=meta),
+            "meta_records": n_meta,
+            "options": {"min_user": min_user, "min_item": min_item, "max_history": max_history,
+                        "on_bad_lines": on_bad_lines, "duplicates": duplicates,
+                        "ratings_columns": list(ratings_columns)},
+            "text_fields": list(AMAZON_TEXT_FIELDS),
+        },
+    )
+    if output is not None:
+        ds.save(output)
+    return ds
