@@ -7,7 +7,8 @@ duplicates are removed; 5-core on invoices and items; order by InvoiceDate; leav
 Details that reproduce Table 2 exactly (16,520 users, 3,469 items, 519,906 interactions) -- they
 are the release's (``process_or.py``): a duplicate is a repeated (InvoiceNo, StockCode, Quantity,
 InvoiceDate); cancellations ("C" invoices) are kept; an item's text is the first non-missing
-Description of its StockCode in file order. A missing Description is an empty cell or the
+Description of its StockCode in file order -- except that we skip descriptions without any word
+character ("?", "??"; the release would use them) when the item has a better one. A missing Description is an empty cell or the
 placeholder "Unknown" (the shared parquet copy filled its 1,454 gaps with it).
 """
 
@@ -125,8 +126,14 @@ def prepare_online_retail(
     users, user_values = encode(cols["InvoiceNo"].take(take))
     items, item_values = encode(cols["StockCode"].take(take))
     descriptions = cols["Description"].take(take)
-    # first description of each StockCode in file order (items are numbered by first appearance)
-    _, first_row = np.unique(items, return_index=True)
+    # An item's text is its first description in file order that holds a word: the release takes the
+    # first one outright, which gives texts like "?." for items whose first row is a stock note.
+    wordy = pc.match_substring_regex(descriptions, r"\w").to_numpy(zero_copy_only=False)
+    _, first_any = np.unique(items, return_index=True)
+    wordy_rows = np.flatnonzero(wordy)
+    codes_w, first_w = np.unique(items[wordy_rows], return_index=True)
+    first_row = first_any.copy()
+    first_row[codes_w] = wordy_rows[first_w]
 
     def item_texts(codes: np.ndarray) -> list[str]:
         return [online_retail_text(d) for d in descriptions.take(pa.array(first_row[codes])).to_pylist()]
