@@ -244,7 +244,7 @@ def test_add_items_by_text_with_the_models_encoder(tmp_path):
     np.testing.assert_allclose(rec.embed_sequences([["A2", "NEW"]]), cold, atol=1e-5)
     got = rec.recommend(["A2", "NEW"], k=len(SCIENCE_TEXTS) + 1)
     assert "NEW" in [x["id"] for x in got]
-    x = text_encoder_class()().encode([text])
+    x = rec.text_encoder().encode([text])  # the encoder config.json names, built by the Recommender
     with torch.no_grad():
         want = rec.model.adaptor(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(rec.item_embeddings()[1][-1], want[0], atol=1e-4)
