@@ -33,22 +33,34 @@ def encode(ids: pa.Array) -> tuple[np.ndarray, pa.Array]:
 def duplicate_rows(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Mask of rows equal on every key to an earlier row, and for each such row an earlier equal row.
 
-    One stable ``np.lexsort``: equal rows end up adjacent and in input order, so the first
-    occurrence is the one kept.
+    ``keys[0]``/``keys[1]`` are the user/item codes. They are packed into one int64 and sorted once
+    (stable, so equal rows stay in input order and the first occurrence is kept); only the few rows
+    that share a (user, item) pair are then compared on the remaining keys.
     """
     n = len(keys[0])
     dup = np.zeros(n, dtype=bool)
     earlier = np.full(n, -1, dtype=np.int64)
     if n < 2:
         return dup, earlier
-    order = np.lexsort(keys[::-1])
-    same = np.ones(n - 1, dtype=bool)
-    for key in keys:
-        ks = key[order]
+    pair = keys[0].astype(np.int64) * (int(keys[1].max()) + 1) + keys[1]
+    order = np.argsort(pair, kind="stable")
+    ps = pair[order]
+    shared = np.zeros(n, dtype=bool)
+    eq = ps[1:] == ps[:-1]
+    shared[1:] |= eq
+    shared[:-1] |= eq
+    cand = np.sort(order[shared])  # rows whose (user, item) pair occurs more than once, in input order
+    if len(cand) < 2:
+        return dup, earlier
+    sub = [pair[cand]] + [k[cand] for k in keys[2:]]
+    sub_order = np.lexsort(sub[::-1])
+    same = np.ones(len(cand) - 1, dtype=bool)
+    for key in sub:
+        ks = key[sub_order]
         same &= ks[1:] == ks[:-1]
-    later = order[1:][same]
+    later = cand[sub_order[1:][same]]
     dup[later] = True
-    earlier[later] = order[:-1][same]
+    earlier[later] = cand[sub_order[:-1][same]]
     return dup, earlier
 
 
