@@ -6,10 +6,10 @@ duplicates are removed; 5-core on invoices and items; order by InvoiceDate; leav
 
 Details that reproduce Table 2 exactly (16,520 users, 3,469 items, 519,906 interactions) -- they
 are the release's (``process_or.py``): a duplicate is a repeated (InvoiceNo, StockCode, Quantity,
-InvoiceDate); cancellations ("C" invoices) are kept; an item's text is the first non-missing
-Description of its StockCode in file order -- except that we skip descriptions without any word
-character ("?", "??"; the release would use them) when the item has a better one. A missing Description is an empty cell or the
-placeholder "Unknown" (the shared parquet copy filled its 1,454 gaps with it).
+InvoiceDate); cancellations ("C" invoices) are kept. A missing Description is an empty cell or the
+placeholder "Unknown" (the shared parquet copy filled its 1,454 gaps with it). An item's text is
+the first Description of its StockCode in file order that holds a word character; the release
+takes the first one outright, which gives texts such as "?." (counts are the same either way).
 """
 
 from __future__ import annotations
