@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from unisrec.cli import main
 from unisrec.data import Dataset, dataset_stats, export_atomic, prepare_amazon, prepare_atomic, prepare_table
@@ -173,3 +172,13 @@ def test_prepare_does_not_import_torch(tmp_path):
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_table_item_rows_first_wins_and_missing_items_counted(tmp_path):
+    inter = tmp_path / "inter.tsv"
+    inter.write_text("user_id\titem_id\ttimestamp\n" + "".join(f"u{u}\t{i}\t{t}\n" for u in range(2) for t, i in enumerate("abcz")))
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,text\na,First A\nb,B\nc,C\na,Second A\n")
+    ds = prepare_table(inter, items, min_user=1, min_item=1)
+    assert ds.item_ids == ["a", "b", "c"] and ds.item_texts[0] == "First A."
+    assert ds.manifest["dropped"] == {"duplicate_item_row": 1, "no_item_text": 2}
