@@ -32,15 +32,21 @@ _KINDS = {"item": "str", "user": "str", "rating": "float", "timestamp": "time"}
 
 def iter_meta_lines(path: Path, block: int = 1 << 24):
     """(line number, bytes) of every non-blank line of a plain or gzipped file, read in big blocks."""
+    from tqdm import tqdm
+
     opener = gzip.open if path.suffix == ".gz" else open
     line_no = 0
     rest = b""
     try:
-        with opener(path, "rb") as fh:
+        # progress in input bytes read (compressed bytes for .gz); shown on a terminal only
+        with opener(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                            desc=f"meta {path.name}", disable=None, leave=False) as bar:
+            raw = fh.fileobj if hasattr(fh, "fileobj") else fh
             while True:
                 chunk = fh.read(block)
                 if not chunk:
                     break
+                bar.update(raw.tell() - bar.n)
                 lines = (rest + chunk).split(b"\n")
                 rest = lines.pop()
                 for line in lines:

@@ -81,7 +81,9 @@ def _read_xlsx(path: Path, bad: BadRecords) -> RawTable:
         raise InputError(f"{path}, sheet {sheet.title!r}, row 1: missing column(s) {', '.join(missing)}; the header has: {', '.join(header)}")
     pos = [header.index(c.name) for c in COLUMNS]
     cols: list[list] = [[] for _ in COLUMNS]
-    for values in rows:
+    from tqdm import tqdm
+
+    for values in tqdm(rows, total=max((sheet.max_row or 1) - 1, 0), unit=" rows", desc=path.name, disable=None, leave=False):
         for out, p in zip(cols, pos):
             out.append(values[p] if p < len(values) else None)
     book.close()
