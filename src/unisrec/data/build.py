@@ -75,7 +75,7 @@ def assemble_dataset(
     item_texts: Callable[[np.ndarray], list[str]],
     bad: BadRecords,
     where: Callable[[int], str],
-    dedup_keys: list[np.ndarray] = (),
+    dedup_keys: dict[str, np.ndarray] | None = None,
     duplicates: str = "drop",
     item_allowed: np.ndarray | None = None,
     item_drop_reason: str = "no_meta",
@@ -98,7 +98,8 @@ def assemble_dataset(
     rows = np.arange(n_raw, dtype=np.int64)
     steps: list[dict] = [{"step": "read", "interactions": int(n_raw)}]
 
-    dup, earlier = duplicate_rows([users, items, *dedup_keys])
+    dedup_keys = dedup_keys or {}
+    dup, earlier = duplicate_rows([users, items, *dedup_keys.values()])
     if dup.any():
         if duplicates == "error":
             k = int(np.argmax(dup))
@@ -106,7 +107,7 @@ def assemble_dataset(
                              "pass --duplicates drop to keep only the first of identical records")
         bad.drop("duplicate", int(dup.sum()))
     keep = ~dup
-    steps.append({"step": "deduplicate", "keys": ["user", "item", *[f"key{i}" for i in range(len(dedup_keys))]],
+    steps.append({"step": "deduplicate", "keys": ["user", "item", *dedup_keys],
                   "dropped": int(dup.sum())})
 
     if item_allowed is not None:

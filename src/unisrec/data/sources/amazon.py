@@ -143,7 +143,7 @@ def prepare_amazon(
         item_texts=item_texts,
         bad=bad,
         where=table.where,
-        dedup_keys=[cols["rating"], cols["timestamp"]],
+        dedup_keys={"rating": cols["rating"], "timestamp": cols["timestamp"]},
         duplicates=duplicates,
         item_allowed=has_meta,
         item_drop_reason="no_meta",

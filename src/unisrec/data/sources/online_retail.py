@@ -150,7 +150,7 @@ def prepare_online_retail(
         item_texts=item_texts,
         bad=bad,
         where=lambda k: table.where(int(kept[k])),
-        dedup_keys=[cols["Quantity"][kept], cols["InvoiceDate"][kept]],
+        dedup_keys={"Quantity": cols["Quantity"][kept], "InvoiceDate": cols["InvoiceDate"][kept]},
         duplicates=duplicates,
         min_user=min_user,
         min_item=min_item,

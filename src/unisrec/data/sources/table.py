@@ -77,7 +77,7 @@ def prepare_table(
         item_texts=lambda codes: [texts[int(c)] for c in codes],
         bad=bad,
         where=inter.where,
-        dedup_keys=[inter.columns[time_col]],
+        dedup_keys={"time": inter.columns[time_col]},
         duplicates=duplicates,
         item_allowed=allowed,
         item_drop_reason="no_item_text",
