@@ -74,6 +74,11 @@ def test_truncated_gzip(tmp_path):
     meta.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match=r"meta\.json\.gz: truncated or corrupt compressed file"):
         prepare_amazon(ratings, meta, on_bad_lines="skip")
+    gz = tmp_path / "ratings.csv.gz"  # the ratings CSV may be gzipped too
+    body = gzip.compress("".join(f"I{i % 40},U{i % 300},5.0,{i}\n" for i in range(100_000)).encode())
+    gz.write_bytes(body[: len(body) // 2])
+    with pytest.raises(UserError, match=r"ratings\.csv\.gz: truncated or corrupt compressed file"):
+        prepare_amazon(gz, meta)
 
 
 def test_missing_or_renamed_column(tmp_path):
