@@ -30,6 +30,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -267,7 +268,12 @@ def _pretrain(
     if ctx.distributed:
         # the feature table is a constant buffer: never re-broadcast it each step
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        objective = nn.parallel.DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
+        # (w_noise is unused when noisy gating is off)
+        with warnings.catch_warnings():  # newer torch renames broadcast_buffers; the old name works on all
+            warnings.simplefilter("ignore", FutureWarning)
+            objective = nn.parallel.DistributedDataParallel(
+                objective, device_ids=ids, broadcast_buffers=False, find_unused_parameters=not model.config.noisy_gating
+            )
 
     extra = {
         "pretraining": {
