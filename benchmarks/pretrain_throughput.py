@@ -1,0 +1,109 @@
+"""Pre-training throughput (sequences/s) and peak memory (RSS) on this machine.
+
+Each batch size runs in its own child process (so peak RSS is that run's alone) through the real
+`unisrec.training.pretrain.pretrain` loop, for a fixed number of optimizer steps; sequences/s is
+the loop's own measurement (training steps only, first step included; data loading and model
+build excluded), peak RSS includes everything (Python, torch, corpus, features).
+
+Anchor (issue 5): the authors' release pre-trains Scientific's training rows at batch 1,024 on
+this CPU at ~30 sequences/s (6,144 sequences in 208 s) with 7.9 GB peak memory.
+
+    .venv/bin/python benchmarks/pretrain_throughput.py /work/data/scientific \
+        --batch-sizes 1024 8192 --steps 6 3 --out results/pretrain_throughput
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ANCHOR = {"sequences_per_s": 6144 / 208, "peak_rss_gb": 7.9, "batch_size": 1024, "source": "issue 5: authors' release, Scientific, CPU"}
+
+
+def child(dirs: list[str], batch: int, steps: int) -> dict:
+    import torch
+
+    from unisrec.training.pretrain import PretrainConfig, pretrain
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = PretrainConfig(epochs=1000, max_steps=steps, batch_size=batch, device="cpu", save_every=0)
+        t0 = time.perf_counter()
+        _, summary = pretrain(dirs, tmp, cfg, show_progress=False)
+        wall = time.perf_counter() - t0
+    sequences = sum(e["sequences"] for e in summary["epochs"])
+    seconds = sum(e["seconds"] for e in summary["epochs"])
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "batch_size": batch,
+        "steps": steps,
+        "sequences": sequences,
+        "train_seconds": round(seconds, 2),
+        "sequences_per_s": round(sequences / seconds, 1),
+        "wall_seconds_incl_setup": round(wall, 2),
+        "peak_rss_gb": round(rss_kb / 1024**2, 3),
+        "torch_threads": torch.get_num_threads(),
+        "last_loss": summary["last_loss"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("datasets", nargs="+")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 8192])
+    ap.add_argument("--steps", type=int, nargs="+", default=[6, 3], help="optimizer steps per batch size")
+    ap.add_argument("--out", default="results/pretrain_throughput")
+    ap.add_argument("--child", type=int, nargs=2, metavar=("BATCH", "STEPS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.datasets, *args.child)))
+        return
+    rows = []
+    for batch, steps in zip(args.batch_sizes, args.steps):
+        proc = subprocess.run(
+            [sys.executable, __file__, *args.datasets, "--child", str(batch), str(steps)],
+            capture_output=True, text=True, check=True,
+        )
+        row = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[7:])
+        row["speedup_vs_release"] = round(row["sequences_per_s"] / ANCHOR["sequences_per_s"], 1)
+        row["memory_vs_release"] = round(row["peak_rss_gb"] / ANCHOR["peak_rss_gb"], 3)
+        rows.append(row)
+        print(json.dumps(row))
+    load = os.getloadavg()
+    report = {
+        "datasets": args.datasets,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_1_5_15": load,
+                    "note": "2 cores shared with five other engineers' jobs: timings are noisy"},
+        "anchor": ANCHOR,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# Pre-training throughput (CPU)",
+        "",
+        f"Data: {', '.join(args.datasets)} (training prefixes). Machine: {os.cpu_count()} CPU cores, shared "
+        f"(load average {load[0]:.1f} at the end); model: paper defaults (hidden 300, 2 layers, 8 experts).",
+        "",
+        "| batch | steps | sequences/s | x release (30.3/s) | peak RSS GB | x release (7.9 GB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['batch_size']} | {r['steps']} | {r['sequences_per_s']} | {r['speedup_vs_release']} | "
+            f"{r['peak_rss_gb']} | {r['memory_vs_release']} |"
+        )
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/pretrain_throughput.py " + " ".join(args.datasets) + "`", ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
