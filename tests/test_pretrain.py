@@ -116,3 +116,19 @@ def test_resume_gives_identical_next_step_loss(domains, tmp_path, stop_at):
     _, got = pretrain(domains, tmp_path / "resumed", again, None, show_progress=False)
     assert got["global_step"] == ref["global_step"] == stop_at + 1
     assert got["last_loss"] == ref["last_loss"]  # same weights, optimizer moments, data, RNG
+
+
+def test_init_from_starts_at_the_given_weights(domains, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from unisrec.training.pretrain import PretrainConfig, pretrain
+
+    pretrain(domains[:1], tmp_path / "first", PretrainConfig(max_steps=2, batch_size=64), small_model(), show_progress=False)
+    cont = PretrainConfig(max_steps=1, batch_size=64, lr=0.0, init_from=str(tmp_path / "first"))
+    model, _ = pretrain(domains, tmp_path / "second", cont, None, show_progress=False)  # architecture from "first"
+    first = load_file(str(tmp_path / "first" / "model.safetensors"))
+    assert model.config.hidden_size == SMALL["hidden_size"]
+    for k, v in model.state_dict().items():
+        if k != "item_features":
+            assert torch.equal(v, first[k]), k

@@ -235,6 +235,10 @@ def _pretrain(
         raise UserError(f"--batch-size {cfg.batch_size} is not a multiple of the {ctx.world_size} processes")
     corpus = MultiDomainCorpus.from_dirs(dirs, feature_name=cfg.features, max_history=cfg.max_history, all_positions=cfg.all_positions)
     mcfg = asdict(model_config) if model_config is not None else {}
+    if cfg.init_from and not cfg.resume:  # the architecture of the checkpoint we start from
+        if not (Path(cfg.init_from) / "config.json").is_file():
+            raise UserError(f"--init-from {cfg.init_from}: no config.json; expected a `unisrec pretrain` output directory")
+        mcfg = json.loads((Path(cfg.init_from) / "config.json").read_text())["model"]
     if cfg.resume and (output / "config.json").is_file():  # continue the architecture that was saved
         mcfg = json.loads((output / "config.json").read_text())["model"]
     mcfg.update(text_dim=corpus.text_dim, mode="inductive", num_items=0, temperature=cfg.temperature, max_seq_length=max(cfg.max_history, mcfg.get("max_seq_length", 0)))
@@ -247,6 +251,11 @@ def _pretrain(
     if len(sampler) == 0:
         raise UserError(f"{len(corpus)} training sequences are fewer than the {ctx.world_size} processes")
 
+    if cfg.init_from and not cfg.resume:
+        init = UniSRec.from_pretrained(cfg.init_from)
+        if init.config.text_dim != model.config.text_dim:
+            raise UserError(f"--init-from {cfg.init_from}: text_dim {init.config.text_dim} != these features' {model.config.text_dim}")
+        model.load_state_dict(init.state_dict(), strict=False)
     epoch, start_step, global_step = 0, 0, 0
     torch.manual_seed(cfg.seed + 1000003 * ctx.rank)  # distinct dropout / gate noise per rank
     if cfg.resume:
