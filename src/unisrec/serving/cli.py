@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-history", type=int, default=None, help="longest history accepted (default 1000)")
     p.add_argument("--max-k", type=int, default=None, help="largest k accepted (default 1000)")
     p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 1 MiB)")
+    p.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per request (default 1; 0 = torch's default)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run_serve)
 
@@ -124,5 +125,6 @@ def run_serve(args: argparse.Namespace) -> int:
     for name, value in limits.items():
         if value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    serve(args.model_dir, host=args.host, port=args.port, index=args.index, device=args.device, log_level=args.log_level, **limits)
+    serve(args.model_dir, host=args.host, port=args.port, index=args.index, device=args.device, log_level=args.log_level,
+          torch_threads=args.torch_threads, **limits)
     return 0
