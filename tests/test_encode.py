@@ -230,3 +230,12 @@ def test_import_unisrec_text_does_not_import_torch():
 
     code = "import sys, unisrec.text, unisrec.text.cli; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_streamed_chunks_match_one_pass(enc):
+    chunks = list(enc.iter_encode(TEXTS, batch_size=2, chunk_size=4))
+    assert [len(p) for p, _ in chunks] == [4, 2]  # streamed: memory bounded by one chunk
+    out = np.zeros((len(TEXTS), enc.dim), dtype=np.float32)
+    for pos, vec in chunks:
+        out[pos] = vec
+    np.testing.assert_allclose(out, enc.encode(TEXTS), atol=1e-5, rtol=0)
