@@ -1,0 +1,214 @@
+"""Reproduce the from-scratch rows of Table 3: SASRec, UniSRec_t+ID and UniSRec_t per dataset.
+
+    PYTHONPATH=src python3 benchmarks/reproduce_table3.py --datasets scientific --seeds 2020,2021,2022 \
+        --data-root /work/data --device cpu --threads 1
+
+Each (dataset, model, seed) run trains with the library's API (``train_sasrec`` / ``finetune``) in
+its own subprocess and writes a model directory under ``--runs``. A finished run (metrics.json) is
+reused and an interrupted one resumed, so the script can be re-run to add seeds or collect
+results. Aggregates (mean +- sample std over seeds of test R@10, N@10, R@50, N@50, beside the
+paper's numbers) go to ``--out``.json / .md. Only numpy, torch, pyarrow, safetensors, tqdm and
+pyyaml are needed (no orjson / fastapi / uvicorn / openpyxl), so it runs on a bare GPU box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+# SPEC "Headline numbers" (Table 3 of the paper, test set): R@10, N@10, R@50, N@50
+PAPER = {
+    ("scientific", "sasrec"): (0.1080, 0.0553, 0.2042, 0.0760),
+    ("scientific", "unisrec_t"): (0.1188, 0.0641, 0.2394, 0.0903),
+    ("scientific", "unisrec_t_id"): (0.1235, 0.0634, 0.2473, 0.0904),
+    ("online_retail", "sasrec"): (0.1460, 0.0675, 0.3872, 0.1201),
+    ("online_retail", "unisrec_t"): (0.1449, 0.0677, 0.3604, 0.1149),
+    ("online_retail", "unisrec_t_id"): (0.1537, 0.0724, 0.3885, 0.1239),
+}
+METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+MODELS = {
+    "sasrec": ("SASRec", "unisrec train sasrec {data} --output {out} --seed {seed}"),
+    "unisrec_t_id": ("UniSRec_t+ID (scratch)", "unisrec finetune {data} --mode transductive --output {out} --seed {seed}"),
+    "unisrec_t": ("UniSRec_t (scratch)", "unisrec finetune {data} --mode inductive --output {out} --seed {seed}"),
+}
+
+
+def run_one(data: Path, model: str, seed: int, out: Path, opts: dict) -> dict:
+    """Train one model (in this process) and return its metrics.json content."""
+    from unisrec.training.finetune import FinetuneConfig, finetune, train_sasrec
+
+    cfg = FinetuneConfig(seed=seed, progress=False, **opts)
+    resume = (out / "resume" / "state.json").is_file()
+    if model == "sasrec":
+        return train_sasrec(data, out, cfg, resume=resume)
+    cfg.mode = "transductive" if model == "unisrec_t_id" else "inductive"
+    return finetune(data, out, cfg, resume=resume)
+
+
+def command_line(data: Path, model: str, seed: int, out: Path, opts: dict) -> str:
+    cmd = MODELS[model][1].format(data=data, out=out, seed=seed)
+    for k, v in opts.items():
+        if k == "progress":
+            continue
+        cmd += f" --{k.replace('_', '-')} {v}"
+    return cmd
+
+
+def fmt(values: list[float]) -> str:
+    import numpy as np
+
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
+    import numpy as np
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["model"]), []).append(r)
+    summary = []
+    lines = [
+        "# Table 3, from-scratch rows: measured beside the paper",
+        "",
+        "Test set, full ranking over all items (history items kept, padding excluded), leave-one-out.",
+        f"Mean ± sample std over seeds. Device: {args.device}. Text features: each dataset's default feature set "
+        "(offline all-MiniLM-L6-v2, 384-d; the paper used bert-base-uncased, 768-d).",
+        "",
+        "| dataset | model | seeds | R@10 | N@10 | R@50 | N@50 | paper R@10 / N@10 / R@50 / N@50 | R@10 vs paper | N@10 vs paper | best / run epochs | wall min / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (ds, model), rs in sorted(groups.items()):
+        vals = {m: [r["metrics"]["test"][m] for r in rs] for m in METRICS}
+        paper = PAPER.get((ds, model))
+        rel = {m: (float(np.mean(vals[m])) / p - 1) for m, p in zip(METRICS, paper)} if paper else {}
+        entry = {
+            "dataset": ds,
+            "model": model,
+            "seeds": [r["seed"] for r in rs],
+            "mean": {m: float(np.mean(v)) for m, v in vals.items()},
+            "std": {m: float(np.std(v, ddof=1)) if len(v) > 1 else None for m, v in vals.items()},
+            "paper": dict(zip(METRICS, paper)) if paper else None,
+            "relative_to_paper": rel,
+            "best_epochs": [r["metrics"]["best_epoch"] for r in rs],
+            "epochs_run": [r["metrics"]["epochs_run"] for r in rs],
+            "stop_reasons": [r["metrics"]["stop_reason"] for r in rs],
+            "wall_seconds": [r["metrics"]["wall_seconds"] for r in rs],
+            "median_epoch_seconds": [r["metrics"]["median_epoch_seconds"] for r in rs],
+            "commands": [r["command"] for r in rs],
+        }
+        summary.append(entry)
+        stops = "" if all(s == "early_stopping" for s in entry["stop_reasons"]) else " (" + ",".join(entry["stop_reasons"]) + ")"
+        lines.append(
+            f"| {ds} | {MODELS[model][0]} | {len(rs)} | "
+            + " | ".join(fmt(vals[m]) for m in METRICS)
+            + " | " + (" / ".join(f"{p:.4f}" for p in paper) if paper else "-")
+            + " | " + (f"{rel['recall@10']:+.1%}" if rel else "-")
+            + " | " + (f"{rel['ndcg@10']:+.1%}" if rel else "-")
+            + " | " + ", ".join(f"{b}/{e}" for b, e in zip(entry["best_epochs"], entry["epochs_run"])) + stops
+            + f" | {np.mean(entry['wall_seconds']) / 60:.1f} |"
+        )
+    lines += ["", "Commands (one per run; `--threads`/`--device` only change speed):", ""]
+    for r in rows:
+        lines.append(f"- `{r['command']}`")
+    lines.append("")
+    return {"rows": summary, "runs": rows, "device": args.device}, "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="scientific,online_retail")
+    p.add_argument("--models", default="sasrec,unisrec_t_id,unisrec_t")
+    p.add_argument("--seeds", default="2020,2021,2022")
+    p.add_argument("--data-root", default="/work/data", help="folder holding one prepared+encoded dataset dir per name")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "table3"), help="where model directories go")
+    p.add_argument("--out", default=str(ROOT / "results" / "table3"), help="output prefix (.json and .md)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0 = default)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once (subprocesses), e.g. 9 on one GPU")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--time-limit-minutes", type=float, default=0.0, help="per-run training wall-time cap (0 = none)")
+    p.add_argument("--every-position", action="store_true")
+    p.add_argument("--collect-only", action="store_true", help="only aggregate finished runs")
+    p.add_argument("--worker", nargs=3, metavar=("DATASET", "MODEL", "SEED"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    opts = {"device": args.device, "epochs": args.epochs}
+    if args.threads:
+        opts["threads"] = args.threads
+    if args.time_limit_minutes:
+        opts["time_limit_minutes"] = args.time_limit_minutes
+    if args.every_position:
+        opts["every_position"] = True
+
+    if args.worker:
+        ds, model, seed = args.worker
+        out = Path(args.runs) / ds / model / f"seed{seed}"
+        run_one(Path(args.data_root) / ds, model, int(seed), out, opts)
+        return 0
+
+    jobs = []
+    for ds in args.datasets.split(","):
+        data = Path(args.data_root) / ds
+        for model in args.models.split(","):
+            if model not in MODELS:
+                p.error(f"unknown model {model}; known: {', '.join(MODELS)}")
+            for seed in args.seeds.split(","):
+                jobs.append((ds, data, model, int(seed), Path(args.runs) / ds / model / f"seed{seed}"))
+
+    todo = [j for j in jobs if not (j[4] / "metrics.json").is_file()]
+    if not args.collect_only and todo:
+        running: list[tuple[subprocess.Popen, tuple]] = []
+        pending = list(todo)
+        while pending or running:
+            while pending and len(running) < args.parallel:
+                ds, data, model, seed, out = job = pending.pop(0)
+                if not (data / "manifest.json").is_file():
+                    print(f"skip {ds}: {data} is not a prepared dataset", file=sys.stderr)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                cmd = [sys.executable, __file__, "--worker", ds, model, str(seed), "--data-root", args.data_root,
+                       "--runs", args.runs, "--device", args.device, "--epochs", str(args.epochs),
+                       "--threads", str(args.threads), "--time-limit-minutes", str(args.time_limit_minutes)]
+                if args.every_position:
+                    cmd.append("--every-position")
+                log = open(out.parent / f"seed{seed}.log", "a")
+                print(f"start {ds} {model} seed {seed} -> {out}", flush=True)
+                running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))), job))
+            time.sleep(2)
+            for proc, job in list(running):
+                if proc.poll() is not None:
+                    running.remove((proc, job))
+                    print(f"done  {job[0]} {job[2]} seed {job[3]} (exit {proc.returncode})", flush=True)
+
+    rows = []
+    for ds, data, model, seed, out in jobs:
+        f = out / "metrics.json"
+        if f.is_file():
+            rows.append({"dataset": ds, "model": model, "seed": seed, "metrics": json.loads(f.read_text()),
+                         "command": command_line(data, model, seed, out, {k: v for k, v in opts.items() if k != "threads"})})
+    if not rows:
+        print("no finished runs", file=sys.stderr)
+        return 1
+    summary, md = summarise(rows, args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Seconds per fine-tuning epoch and per validation pass: this library's step vs the release's.
+
+    PYTHONPATH=src python3 benchmarks/speed_finetune.py --data /work/data/scientific --threads 1
+
+All variants are timed in the same process on the same batches, so their *ratios* hold even on a
+busy machine (absolute seconds do not). Per variant: ``--steps`` training steps (after one warm-up)
+of batch 2048, the median step time times the number of steps in an epoch = s/epoch. Reported in
+wall seconds and in process CPU seconds (less sensitive to other users of the machine).
+
+Variants (UniSRec_t+ID from scratch, paper config, and SASRec):
+* ``release``: the authors' release step -- every history padded to 50, the MoE adaptor applied to
+  every position of every sequence plus once to the candidate table;
+* ``faithful``: this library's default -- item table adapted once and gathered, each batch encoded
+  in length groups padded to the group's longest history, same batches;
+* ``every_position``: each user's training part encoded once, a loss at every position, batches
+  packed to ~2048 targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def release_style_loss(model, hist, lens, tgt, device):
+    """The release's computation: pad to max_history, adapt per position, adapt the table again."""
+    import torch
+    import torch.nn.functional as F
+
+    seq = torch.from_numpy(hist).to(device)
+    items = model.item_representations(seq)  # adaptor on (B, 50, text_dim)
+    s = model.encoder(items, torch.from_numpy(lens).to(device))
+    table = model.item_representations()
+    return F.cross_entropy(model.scores(s, table), torch.from_numpy(tgt).to(device))
+
+
+def time_steps(fn, batches, steps, optimizer):
+    out = []
+    for i, b in enumerate(batches[: steps + 1]):
+        c, w = time.process_time(), time.perf_counter()
+        loss = fn(*b)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i:  # the first step warms up
+            out.append((time.perf_counter() - w, time.process_time() - c))
+    return float(np.median([o[0] for o in out])), float(np.median([o[1] for o in out]))
+
+
+def main() -> int:
+    import torch
+
+    from unisrec.data.dataset import Dataset
+    from unisrec.evaluation.metrics import rank_examples
+    from unisrec.models.baselines.sasrec import SASRec, SASRecConfig
+    from unisrec.models.unisrec import UniSRec, UniSRecConfig
+    from unisrec.training.finetune import batch_loss_every_position, batch_loss_last, epoch_batches, train_windows
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="/work/data/scientific")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=str(ROOT / "results" / "speed_finetune"))
+    p.add_argument("--skip-release", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    ds = Dataset.load(args.data)
+    feats = torch.from_numpy(np.array(ds.features(), dtype=np.float32))
+    hist, lens, tgt = ds.examples("train", 50)
+    n_steps_epoch = int(np.ceil(len(tgt) / 2048))
+    rng = np.random.default_rng(0)
+    batches = [(hist[i], lens[i], tgt[i]) for i in epoch_batches(len(tgt), 2048, rng)]
+    w_in, w_len, w_tgt, w_cnt = train_windows(ds, 50)
+    w_batches_idx = epoch_batches(len(w_len), 2048, rng, w_cnt.sum(1))
+    w_batches = [(w_in[i], w_len[i], w_tgt[i], w_cnt[i]) for i in w_batches_idx]
+    v_hist, v_lens, v_tgt = ds.examples("valid", 50)
+
+    results = {"dataset": str(args.data), "train_examples": int(len(tgt)), "steps_per_epoch": n_steps_epoch,
+               "every_position_steps_per_epoch": len(w_batches), "threads": torch.get_num_threads(),
+               "device": str(dev), "timed_steps": args.steps, "variants": {}}
+    for kind in ("unisrec_t_id", "sasrec"):
+        torch.manual_seed(0)
+        if kind == "sasrec":
+            model = SASRec(SASRecConfig(num_items=ds.num_items)).to(dev)
+        else:
+            model = UniSRec(UniSRecConfig(text_dim=feats.shape[1], mode="transductive", num_items=ds.num_items))
+            model.set_item_features(feats)
+            model.to(dev)
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        variants = {
+            "faithful": (lambda h, l, t: batch_loss_last(model, h, l, t, dev), batches, n_steps_epoch),
+            "every_position": (lambda i, l, t, c: batch_loss_every_position(model, i, l, t, c, dev), w_batches, len(w_batches)),
+        }
+        if not args.skip_release:
+            variants = {"release": (lambda h, l, t: release_style_loss(model, h, l, t, dev), batches, n_steps_epoch), **variants}
+        for name, (fn, bs, per_epoch) in variants.items():
+            wall, cpu = time_steps(fn, bs, args.steps, opt)
+            results["variants"][f"{kind}/{name}"] = {
+                "step_wall_s": wall, "step_cpu_s": cpu, "epoch_wall_s": wall * per_epoch, "epoch_cpu_s": cpu * per_epoch,
+            }
+            print(f"{kind:13s} {name:15s} step {wall:7.2f}s wall {cpu:7.2f}s cpu -> epoch {wall * per_epoch:8.1f}s wall {cpu * per_epoch:8.1f}s cpu", flush=True)
+        c, w = time.process_time(), time.perf_counter()
+        rank_examples(model, v_hist, v_lens, v_tgt, 4096, dev)
+        results["variants"][f"{kind}/validation"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
+        print(f"{kind:13s} validation pass {time.perf_counter() - w:.2f}s wall", flush=True)
+
+    v = results["variants"]
+    ratios = {}
+    for kind in ("unisrec_t_id", "sasrec"):
+        if f"{kind}/release" in v:
+            for name in ("faithful", "every_position"):
+                ratios[f"{kind}: release / {name} (cpu)"] = v[f"{kind}/release"]["epoch_cpu_s"] / v[f"{kind}/{name}"]["epoch_cpu_s"]
+                ratios[f"{kind}: release / {name} (wall)"] = v[f"{kind}/release"]["epoch_wall_s"] / v[f"{kind}/{name}"]["epoch_wall_s"]
+    anchors = {"release UniSRec_t+ID s/epoch (measured here earlier)": 552, "release SASRec s/epoch": 289, "release validation s": 29}
+    for name, sec in (("unisrec_t_id", 552), ("sasrec", 289)):
+        ratios[f"{name}: anchor {sec}s / faithful (wall)"] = sec / v[f"{name}/faithful"]["epoch_wall_s"]
+    results["ratios"] = ratios
+    results["anchors"] = anchors
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    md = ["# Fine-tuning speed (s/epoch, batch 2048, paper model config)", "",
+          f"Dataset `{args.data}` ({len(tgt)} training examples, {n_steps_epoch} steps/epoch), device {dev}, "
+          f"{torch.get_num_threads()} torch thread(s); median of {args.steps} steps x steps per epoch. "
+          "The machine was shared with other jobs: compare ratios, not absolute seconds.", "",
+          "| variant | s/step wall | s/step CPU | s/epoch wall | s/epoch CPU |", "|---|---|---|---|---|"]
+    for k, r in v.items():
+        if "step_wall_s" in r:
+            md.append(f"| {k} | {r['step_wall_s']:.2f} | {r['step_cpu_s']:.2f} | {r['epoch_wall_s']:.1f} | {r['epoch_cpu_s']:.1f} |")
+        else:
+            md.append(f"| {k} (full ranking, all users) | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | | |")
+    md += ["", "| ratio | value |", "|---|---|"] + [f"| {k} | {x:.1f}x |" for k, x in ratios.items()]
+    md += ["", "Command: `PYTHONPATH=src python3 benchmarks/speed_finetune.py " + " ".join(sys.argv[1:]) + "`", ""]
+    out.with_suffix(".md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
