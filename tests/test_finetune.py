@@ -135,3 +135,19 @@ def test_every_position_windows_cover_each_target_once():
     assert history[counted & ~first_window[:, None]].min() >= 5
     # each target's inputs end right before it (the item before a target is its predecessor here)
     assert (inputs[counted] == targets[counted] - 1).all()
+
+
+def test_cli_train_then_evaluate_json(toy, tmp_path, capsys):
+    from unisrec.cli import main
+
+    out = tmp_path / "cli"
+    args = ["--output", str(out), "--epochs", "1", "--hidden-size", "16", "--inner-size", "16",
+            "--batch-size", "64", "--progress", "false", "--threads", "1"]
+    assert main(["train", "sasrec", str(toy), *args, "--every-position"]) == 0
+    assert json.loads((out / "config.json").read_text())["training"]["every_position"] is True
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json", "--split", "valid"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "metrics.json").read_text())["valid"]
+    assert main(["finetune", str(toy), "--mode", "bogus", "--output", str(tmp_path / "x")]) == 2
+    assert "mode must be inductive or transductive" in capsys.readouterr().err
