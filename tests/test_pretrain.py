@@ -132,3 +132,30 @@ def test_init_from_starts_at_the_given_weights(domains, tmp_path):
     for k, v in model.state_dict().items():
         if k != "item_features":
             assert torch.equal(v, first[k]), k
+
+
+def test_unique_items_matches_torch_unique():
+    import torch
+
+    from unisrec.training.pretrain import unique_items
+
+    items = torch.randint(0, 500, (3000,))
+    u, inv = unique_items(items, 1000)
+    ref_u, ref_inv = torch.unique(items, return_inverse=True)
+    assert torch.equal(u, ref_u) and torch.equal(inv, ref_inv)
+
+
+def test_length_chunked_encoding_equals_one_padded_call():
+    import torch
+
+    from unisrec.models.unisrec import UniSRec
+    from unisrec.training.pretrain import encode_by_length
+
+    torch.manual_seed(0)
+    model = UniSRec(small_model(text_dim=8, hidden_dropout=0.0, attn_dropout=0.0)).eval()
+    table = torch.randn(30, 32)
+    lengths = torch.randint(1, 51, (300,))
+    seqs = torch.randint(1, 30, (300, 50)) * (torch.arange(50)[None, :] < lengths[:, None])
+    full = model.sequence_representation(seqs, lengths, table)
+    chunked = encode_by_length(model, seqs, lengths, table, chunk_rows=64)
+    assert torch.allclose(full, chunked, atol=1e-5)

@@ -61,6 +61,17 @@ LOG_NAME = "training_log.jsonl"
 RESUME_DIR = "resume"
 
 
+def unique_items(items: torch.Tensor, table_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted distinct indices, position of each input in them), like ``torch.unique(...,
+    return_inverse=True)`` but by marking a table-sized mask instead of sorting every index: a
+    batch holds ~100K indices into a table of a few 10K rows."""
+    present = torch.zeros(table_size, dtype=torch.bool, device=items.device)
+    present[items] = True
+    unique = present.nonzero().squeeze(1)
+    slot = torch.cumsum(present, 0) - 1
+    return unique, slot[items]
+
+
 def encode_by_length(
     model: UniSRec, seqs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor, chunk_rows: int = 256
 ) -> torch.Tensor:
@@ -108,7 +119,7 @@ class PretrainObjective(nn.Module):
         seqs[:b] = history
         seqs[b:, : aug_history.shape[1]] = aug_history
         all_items = torch.cat([seqs.flatten(), targets])
-        unique, inverse = torch.unique(all_items, return_inverse=True)
+        unique, inverse = unique_items(all_items, self.model.item_features.shape[0])
         table = self.model.item_representations(unique)  # adapt each distinct item once (Eq. 2-5)
         seq_local = inverse[: seqs.numel()].view(2 * b, l)
         target_local = inverse[seqs.numel() :]

@@ -1,0 +1,151 @@
+"""Transfer experiments: fine-tune from a pre-trained checkpoint vs from scratch (SPEC Table 3 rows).
+
+For every target x mode (inductive UniSRec_t, transductive UniSRec_t+ID) x init (scratch,
+pre-trained) x seed, runs ``unisrec finetune TARGET --mode M [--from CKPT] --seed S`` into
+``runs/transfer/...`` (a finished run is reused, not re-run), then writes
+
+* results/transfer.json / .md: test Recall/NDCG@10/50, mean +- std over seeds, beside Table 3;
+* results/transfer_curves.png: validation NDCG@10 per epoch, scratch vs pre-trained.
+
+    .venv/bin/python benchmarks/transfer.py \
+        --target scientific=/work/data/scientific:ckpt/pre_games \
+        --target online_retail=/work/data/online_retail:ckpt/pre_games_sci \
+        --seeds 2020 2021 2022 --time-limit-minutes 4 -- --batch-size 2048
+
+Arguments after ``--`` go to every ``unisrec finetune`` call (both arms alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+PAPER = {  # SPEC "Headline numbers" (Table 3, test set): R@10, N@10, R@50, N@50
+    ("scientific", "inductive"): (0.1188, 0.0641, 0.2394, 0.0903),
+    ("scientific", "transductive"): (0.1235, 0.0634, 0.2473, 0.0904),
+    ("online_retail", "inductive"): (0.1449, 0.0677, 0.3604, 0.1149),
+    ("online_retail", "transductive"): (0.1537, 0.0724, 0.3885, 0.1239),
+}
+METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+UNISREC = [sys.executable, "-m", "unisrec"]
+
+
+def run_one(target_dir: str, out: Path, mode: str, seed: int, ckpt: str | None, limit: float, extra: list[str]) -> dict:
+    if not (out / "metrics.json").is_file():
+        cmd = [*UNISREC, "finetune", target_dir, "--output", str(out), "--mode", mode, "--seed", str(seed), "--progress", "false"]
+        if limit:
+            cmd += ["--time-limit-minutes", str(limit)]
+        if ckpt:
+            cmd += ["--from", ckpt]
+        if (out / "resume").exists():
+            cmd.append("--resume")
+        print("$ " + " ".join(cmd), flush=True)
+        subprocess.run([*cmd, *extra], check=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines() if line.strip()]
+    return {"metrics": metrics, "curve": [(r["epoch"], r["valid"]["ndcg@10"]) for r in log]}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", action="append", required=True, metavar="NAME=DIR:CKPT")
+    ap.add_argument("--modes", nargs="+", default=["inductive", "transductive"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
+    ap.add_argument("--time-limit-minutes", type=float, default=0.0)
+    ap.add_argument("--runs", default="runs/transfer")
+    ap.add_argument("--out", default="results/transfer")
+    ap.add_argument("--only-report", action="store_true", help="aggregate finished runs, start none")
+    args = ap.parse_args(argv)
+
+    rows, curves = [], {}
+    for spec in args.target:
+        name, rest = spec.split("=", 1)
+        target_dir, ckpt = rest.rsplit(":", 1)
+        for mode in args.modes:
+            for init, ck in (("scratch", None), ("pretrained", ckpt)):
+                results = []
+                for seed in args.seeds:
+                    out = Path(args.runs) / name / mode / init / f"seed{seed}"
+                    if args.only_report and not (out / "metrics.json").is_file():
+                        continue
+                    r = run_one(target_dir, out, mode, seed, ck, args.time_limit_minutes, extra)
+                    results.append(r)
+                    curves[(name, mode, init, seed)] = r["curve"]
+                if not results:
+                    continue
+                row = {"target": name, "mode": mode, "init": init, "checkpoint": ck, "seeds": len(results)}
+                for m in METRICS:
+                    row[m] = mean_std([r["metrics"]["test"][m] for r in results])
+                row["epochs_run"] = [r["metrics"]["epochs_run"] for r in results]
+                row["best_epoch"] = [r["metrics"]["best_epoch"] for r in results]
+                row["stop_reason"] = sorted({r["metrics"]["stop_reason"] for r in results})
+                row["median_epoch_seconds"] = statistics.median(r["metrics"]["median_epoch_seconds"] for r in results)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"finetune_args": extra, "time_limit_minutes": args.time_limit_minutes, "seeds": args.seeds, "rows": rows,
+              "machine": f"{os.cpu_count()} shared CPU cores"}
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    md = [
+        "# Transfer: pre-trained vs from scratch (test set, mean ± std over seeds)",
+        "",
+        f"Fine-tuning: `unisrec finetune` defaults {' '.join(extra)}"
+        + (f", time limit {args.time_limit_minutes} min per run" if args.time_limit_minutes else "")
+        + f"; seeds {', '.join(map(str, args.seeds))}. Paper = Table 3 (BERT features, 14M-interaction pre-training).",
+        "",
+        "| target | model | init | R@10 | N@10 | R@50 | N@50 | epochs (best) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = " | ".join(f"{r[m][0]:.4f} ± {r[m][1]:.4f}" for m in METRICS)
+        eps = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"]))
+        md.append(f"| {r['target']} | {r['mode']} | {r['init']} | {cells} | {eps} |")
+    for (t, m), vals in PAPER.items():
+        if any(r["target"] == t and r["mode"] == m for r in rows):
+            md.append(f"| {t} | {m} | paper | " + " | ".join(f"{v:.4f}" for v in vals) + " | |")
+    md += ["", f"Reproduce: `.venv/bin/python benchmarks/transfer.py {' '.join(sys.argv[1:])}`", ""]
+    out.with_suffix(".md").write_text("\n".join(md))
+    plot_curves(curves, out.with_name(out.name + "_curves.png"))
+
+
+def plot_curves(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(t, m) for t, m, _, _ in curves})
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (t, m) in zip(axes[0], panels):
+        for (t2, m2, init, seed), pts in sorted(curves.items()):
+            if (t2, m2) != (t, m) or not pts:
+                continue
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, color="tab:blue" if init == "scratch" else "tab:red", alpha=0.8,
+                    label=init if seed == min(s for (a, b, c, s) in curves if (a, b, c) == (t, m, init)) else None)
+        ax.set_title(f"{t} / {m}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("valid NDCG@10")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
