@@ -38,22 +38,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SCIENTIFIC = ROOT.parent / "shared" / "data" / "scientific"
 
 
-def load_scientific() -> tuple[list[str], list[str], list[list[str]]]:
+def load_scientific(folder: Path = SCIENTIFIC) -> tuple[list[str], list[str], list[list[str]]]:
     """(ASINs, texts, test-split histories as ASIN lists) from the RecBole atomic files."""
     ids, texts = [], []
-    with open(SCIENTIFIC / "Scientific.text", encoding="utf-8") as fh:
+    with open(folder / "Scientific.text", encoding="utf-8") as fh:
         next(fh)
         for line in fh:
             raw, _, text = line.rstrip("\n").partition("\t")
             ids.append(raw)
             texts.append(text.strip())
     by_index = {}
-    with open(SCIENTIFIC / "Scientific.item2index", encoding="utf-8") as fh:
+    with open(folder / "Scientific.item2index", encoding="utf-8") as fh:
         for line in fh:
             raw, idx = line.split("\t")
             by_index[int(idx)] = raw
     histories = []
-    with open(SCIENTIFIC / "Scientific.test.inter", encoding="utf-8") as fh:
+    with open(folder / "Scientific.test.inter", encoding="utf-8") as fh:
         next(fh)
         for line in fh:
             hist = line.split("\t")[1].split()
@@ -136,26 +136,43 @@ def recall_at_10(truth: list[set[str]], approx, histories: list[list[str]]) -> f
     return round(hits / (10 * len(histories)), 4)
 
 
-def http_latency(rec, histories: list[list[str]], n: int) -> dict:
+def http_latency(model_dir: Path, histories: list[list[str]], n: int, threads: int) -> dict:
+    """Round trips to `unisrec serve` running in its own process (client and server do not share a GIL)."""
+    import socket
+    import subprocess
+
     import httpx
-    import uvicorn
 
-    from unisrec.serving.app import create_app
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from serving_fixtures import ServerThread  # noqa: E402  (the same loopback runner the tests use)
-
-    app = create_app(rec)
-    del uvicorn
-    with ServerThread(app) as url, httpx.Client(base_url=url) as c:
-        for h in histories[:20]:
-            c.post("/recommend", json={"history": h, "k": 10})
-        times = []
-        for q in range(n):
-            t0 = time.perf_counter()
-            r = c.post("/recommend", json={"history": histories[q % len(histories)], "k": 10})
-            times.append(time.perf_counter() - t0)
-            assert r.status_code == 200, r.text
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "unisrec", "serve", str(model_dir), "--port", str(port), "--log-level", "warning",
+           "--torch-threads", str(threads)]
+    server = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("unisrec serve did not come up")
+            time.sleep(0.2)
+        with httpx.Client(base_url=url) as c:
+            for h in histories[:20]:
+                c.post("/recommend", json={"history": h, "k": 10})
+            times = []
+            for q in range(n):
+                t0 = time.perf_counter()
+                r = c.post("/recommend", json={"history": histories[q % len(histories)], "k": 10})
+                times.append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
     ms = np.array(times) * 1000
     return {"requests": n, "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
@@ -183,7 +200,7 @@ def bench_catalogue(name: str, model_dir: Path, histories, args, http: bool) -> 
     out["exact"] = latency(exact, histories, args.requests)
     print(name, "exact", out["exact"], file=sys.stderr)
     if http:
-        out["http_exact"] = http_latency(exact, histories, args.requests)
+        out["http_exact"] = http_latency(model_dir, histories, args.requests, args.threads)
         print(name, "http", out["http_exact"], file=sys.stderr)
     if not args.no_faiss and args.device == "cpu":
         t0 = time.perf_counter()
@@ -224,7 +241,7 @@ def markdown(res: dict) -> str:
     for c in res["catalogues"]:
         lines.append(f"| {c['catalogue']} | {c['items']:,} | exact (torch matmul + topk, {c['device']}) | {c['exact']['p50_ms']} | {c['exact']['p99_ms']} | 1.0 |")
         if "http_exact" in c:
-            lines.append(f"| {c['catalogue']} | {c['items']:,} | exact, HTTP round trip | {c['http_exact']['p50_ms']} | {c['http_exact']['p99_ms']} | 1.0 |")
+            lines.append(f"| {c['catalogue']} | {c['items']:,} | exact, HTTP round trip to `unisrec serve` | {c['http_exact']['p50_ms']} | {c['http_exact']['p99_ms']} | 1.0 |")
         if "faiss" in c:
             f = c["faiss"]
             lines.append(f"| {c['catalogue']} | {c['items']:,} | FAISS {f['spec']} {f['params']} | {f['p50_ms']} | {f['p99_ms']} | {f['recall@10_vs_exact']} |")
@@ -241,6 +258,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", type=Path, default=None, help="a trained Scientific model dir (default: random weights)")
     ap.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "unisrec_bench_serving")
+    ap.add_argument("--scientific", type=Path, default=SCIENTIFIC, help="folder of the Scientific atomic files")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--recall-queries", type=int, default=500)
     ap.add_argument("--million", type=int, default=1_000_000)
@@ -253,8 +271,8 @@ def main() -> None:
                     help="torch/FAISS intra-op threads (default 1: one request per core, as `unisrec serve` runs)")
     ap.add_argument("--output", type=Path, default=ROOT / "results" / "serving_bench")
     args = ap.parse_args()
-    if not SCIENTIFIC.is_dir():
-        sys.exit(f"needs {SCIENTIFIC} (the shared Scientific data)")
+    if not args.scientific.is_dir():
+        sys.exit(f"needs {args.scientific} (the shared Scientific data)")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     try:
@@ -263,7 +281,7 @@ def main() -> None:
         faiss.omp_set_num_threads(args.threads)
     except ImportError:
         args.no_faiss = True
-    ids, texts, histories = load_scientific()
+    ids, texts, histories = load_scientific(args.scientific)
     res = {
         "machine": f"{_cpu_name()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores usable {args.machine_note}".strip(),
         "torch_threads": args.threads,

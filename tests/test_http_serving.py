@@ -173,3 +173,43 @@ def test_new_item_by_text_over_http(tmp_path):
         assert r.status_code == 200 and "B7" in [x["id"] for x in r.json()["items"]]
         r = c.post("/recommend", json={"history": ["A2", "C1"], "item_texts": {"C1": "Face shield. Lab safety."}, "k": 3})
         assert r.status_code == 200 and len(r.json()["items"]) == 3
+
+
+def test_unisrec_serve_command(model_dir):
+    """`unisrec serve` in its own process: up, answers, refuses an unknown id, stops on SIGTERM."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unisrec", "serve", str(model_dir), "--port", str(port), "--log-level", "warning", "--max-k", "7"],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, "unisrec serve exited"
+            assert time.monotonic() < deadline, "unisrec serve did not come up in 60 s"
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/recommend", json={"history": ["item-2"], "k": 7})
+        assert r.status_code == 200 and len(r.json()["items"]) == 7
+        assert httpx.post(f"{url}/recommend", json={"history": ["item-2"], "k": 8}).status_code == 422
+        assert httpx.post(f"{url}/recommend", json={"history": ["nope"]}).json()["unknown_ids"] == ["nope"]
+    finally:
+        proc.terminate()
+        # uvicorn shuts down gracefully, then re-raises the signal it caught
+        assert proc.wait(timeout=30) in (0, -15)

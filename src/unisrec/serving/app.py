@@ -209,10 +209,7 @@ def serve(
     so concurrency comes from uvicorn's thread pool, one request per core; several intra-op
     threads per request made single-request p50 ~60x worse on a busy 2-core machine.
     """
-    import torch
     import uvicorn
 
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    rec = Recommender.from_pretrained(model_dir, device=device, index=index)
+    rec = Recommender.from_pretrained(model_dir, device=device, index=index, torch_threads=torch_threads or None)
     uvicorn.run(create_app(rec, **limits), host=host, port=port, log_level=log_level)

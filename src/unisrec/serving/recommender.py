@@ -134,6 +134,7 @@ class Recommender:
         faiss_spec: str = "auto",
         faiss_params: str | None = None,
         path: str | None = None,
+        torch_threads: int | None = None,
     ):
         if index not in ("exact", "faiss"):
             raise UserError(f"index must be 'exact' or 'faiss', got {index!r}")
@@ -147,6 +148,8 @@ class Recommender:
         self._text_encoder = text_encoder
         self._encoder_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self.torch_threads = torch_threads
+        self._thread_state = threading.local()
         self._snap = catalogue
         if index == "faiss":
             self._snap = self._with_ann(catalogue, rebuild=True)
@@ -162,6 +165,7 @@ class Recommender:
         faiss_params: str | None = None,
         text_encoder: Any = None,
         chunk: int = 65536,
+        torch_threads: int | None = None,
     ) -> "Recommender":
         """Load a model directory (``unisrec.models.model_dir``) and precompute its item table.
 
@@ -198,7 +202,9 @@ class Recommender:
         if len(index_of) != len(ids):
             raise UserError(f"{path}/catalogue/items.parquet has duplicate item ids")
         cat = Catalogue(all_ids, [""] + list(texts), index_of, vectors, _normalise(vectors), len(ids))
-        return cls(model, cat, cfg.get("encoder") or {}, text_encoder, device, index, faiss_spec, faiss_params, str(path))
+        return cls(
+            model, cat, cfg.get("encoder") or {}, text_encoder, device, index, faiss_spec, faiss_params, str(path), torch_threads
+        )
 
     # -------------------------------------------------------------- catalogue
     @property
@@ -231,6 +237,7 @@ class Recommender:
         normalize: bool = False,
     ) -> np.ndarray:
         """(B, d) float32 sequence vectors s (Eq. 6-7) for histories of raw ids, oldest first."""
+        self._pin_threads()
         s, _ = self._sequence_vectors(self._snap, histories, item_texts)
         if normalize:
             s = F.normalize(s, dim=-1)
@@ -263,6 +270,7 @@ class Recommender:
         """:meth:`recommend` for many histories in one encoder forward and one matmul."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise UserError(f"k must be a positive integer, got {k!r}")
+        self._pin_threads()
         snap = self._snap  # one consistent catalogue for the whole request
         s, seen = self._sequence_vectors(snap, histories, item_texts)
         q = F.normalize(s, dim=-1)
@@ -290,6 +298,7 @@ class Recommender:
         of ``items``) instead of running the text encoder. Returns ``{"added", "updated", "num_items"}``.
         """
         raw_ids, texts = self._check_new_items(items)
+        self._pin_threads()
         if features is None:
             feats = self._encode_texts(texts)
         else:
@@ -332,6 +341,13 @@ class Recommender:
         return {"added": len(added), "updated": len(updated), "num_items": nxt.n}
 
     # ------------------------------------------------------------- internals
+    def _pin_threads(self) -> None:
+        """Apply ``torch_threads`` in the calling thread, once: torch's OpenMP thread count is a
+        per-thread setting, so setting it in the main thread does not reach a server's workers."""
+        if self.torch_threads and not getattr(self._thread_state, "pinned", False):
+            torch.set_num_threads(self.torch_threads)
+            self._thread_state.pinned = True
+
     def _check_new_items(self, items: Mapping[str, str]) -> tuple[list[str], list[str]]:
         if not isinstance(items, Mapping) or not items:
             raise UserError("items must be a non-empty mapping {raw id: text}")
