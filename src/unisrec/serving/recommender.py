@@ -195,6 +195,11 @@ class Recommender:
             raise UserError(f"{path}: {exc}") from exc
         if feats.shape[1] != model.config.text_dim:
             raise UserError(f"{path}/catalogue/features.npy has dim {feats.shape[1]}, the model expects {model.config.text_dim}")
+        if model.item_id_embedding is not None and model.item_id_embedding.num_embeddings != len(ids) + 1:
+            raise UserError(
+                f"{path}: the transductive ID table has {model.item_id_embedding.num_embeddings - 1} items "
+                f"but catalogue/items.parquet has {len(ids)}"
+            )
         model = model.to(device).eval()
         vectors = adapted_item_table(model, feats, chunk=chunk)
         all_ids = [""] + list(ids)
