@@ -159,3 +159,13 @@ def test_length_chunked_encoding_equals_one_padded_call():
     full = model.sequence_representation(seqs, lengths, table)
     chunked = encode_by_length(model, seqs, lengths, table, chunk_rows=64)
     assert torch.allclose(full, chunked, atol=1e-5)
+
+
+def test_time_limit_stops_and_checkpoints(domains, tmp_path):
+    from unisrec.training.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(epochs=50, batch_size=64, time_limit_minutes=1e-4)
+    _, summary = pretrain(domains, tmp_path / "o", cfg, small_model(), show_progress=False)
+    state = json.loads((tmp_path / "o" / "resume" / "state.json").read_text())
+    assert 1 <= summary["global_step"] < 12 and state["global_step"] == summary["global_step"]
+    assert summary["epochs"][-1]["partial"]

@@ -322,6 +322,7 @@ def _pretrain(
             torch.distributed.barrier()
 
     history: list[dict[str, Any]] = []
+    t_start, first_step = time.perf_counter(), global_step
     stop = False
     last_loss = float("nan")
     objective.train()
@@ -334,7 +335,14 @@ def _pretrain(
         )
         step = start_step
         for step, rows, local in sampler.epoch_batches(epoch, start_step):
-            if cfg.max_steps and global_step >= cfg.max_steps:
+            out_of_time = (  # at least one step per run, so a resumed run always progresses
+                cfg.time_limit_minutes > 0 and global_step > first_step and time.perf_counter() - t_start >= 60 * cfg.time_limit_minutes
+            )
+            if ctx.distributed and cfg.time_limit_minutes:  # every rank must stop at the same step
+                flag = torch.tensor([float(bool(out_of_time))], device=ctx.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            if (cfg.max_steps and global_step >= cfg.max_steps) or out_of_time:
                 stop = True
                 break
             rng = np.random.default_rng([cfg.seed, epoch, step, 1])  # augmentation: same for any world size

@@ -26,6 +26,7 @@ class PretrainConfig:
     max_history: int = field(default=50, metadata={"help": "history window (items)"})
     features: str | None = field(default=None, metadata={"help": "feature set name (default: each dataset's default)"})
     all_positions: bool = field(default=False, metadata={"help": "also train on each user's last two items"})
+    time_limit_minutes: float = field(default=0.0, metadata={"help": "stop (and checkpoint) after this much training time (0 = none)"})
     init_from: str | None = field(default=None, metadata={"help": "start from this pre-trained checkpoint's weights (fresh optimizer)"})
 
     def validate(self) -> None:
