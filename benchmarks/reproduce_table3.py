@@ -109,7 +109,8 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
             "commands": [r["command"] for r in rs],
         }
         summary.append(entry)
-        stops = "" if all(s == "early_stopping" for s in entry["stop_reasons"]) else " (" + ",".join(entry["stop_reasons"]) + ")"
+        stops = "" if all(s == "early_stopping" for s in entry["stop_reasons"]) else (
+            " (" + ", ".join("early-stopped" if s == "early_stopping" else "TRUNCATED, not early-stopped" for s in entry["stop_reasons"]) + ")")
         lines.append(
             f"| {ds} | {MODELS[model][0]} | {len(rs)} | "
             + " | ".join(fmt(vals[m]) for m in METRICS)
@@ -141,6 +142,8 @@ def main() -> int:
     p.add_argument("--time-limit-minutes", type=float, default=0.0, help="per-run training wall-time cap (0 = none)")
     p.add_argument("--every-position", action="store_true")
     p.add_argument("--collect-only", action="store_true", help="only aggregate finished runs")
+    p.add_argument("--finalize", action="store_true",
+                   help="stop waiting: test every interrupted run at its best epoch so far (marked truncated)")
     p.add_argument("--worker", nargs=3, metavar=("DATASET", "MODEL", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -168,6 +171,14 @@ def main() -> int:
                 jobs.append((ds, data, model, int(seed), Path(args.runs) / ds / model / f"seed{seed}"))
 
     todo = [j for j in jobs if not (j[4] / "metrics.json").is_file()]
+    if args.finalize:
+        for ds, data, model, seed, out in todo:
+            state = out / "resume" / "state.json"
+            if state.is_file():
+                done = json.loads(state.read_text())["epoch"]
+                print(f"finalize {ds} {model} seed {seed} after {done} epochs", flush=True)
+                run_one(data, model, seed, out, dict(opts, epochs=done))
+        args.collect_only = True
     if not args.collect_only and todo:
         running: list[tuple[subprocess.Popen, tuple]] = []
         pending = list(todo)
