@@ -169,3 +169,24 @@ def test_time_limit_stops_and_checkpoints(domains, tmp_path):
     state = json.loads((tmp_path / "o" / "resume" / "state.json").read_text())
     assert 1 <= summary["global_step"] < 12 and state["global_step"] == summary["global_step"]
     assert summary["epochs"][-1]["partial"]
+
+
+def test_last_position_encoding_equals_the_model_and_its_gradients():
+    import torch
+
+    from unisrec.models.unisrec import UniSRec
+    from unisrec.training.pretrain import last_position_representation
+
+    torch.manual_seed(0)
+    model = UniSRec(small_model(text_dim=8, hidden_dropout=0.0, attn_dropout=0.0)).train()
+    table = torch.randn(30, 32)
+    lengths = torch.randint(1, 21, (64,))
+    lengths[0] = 1
+    seqs = torch.randint(1, 30, (64, 20)) * (torch.arange(20)[None, :] < lengths[:, None])
+    ref = model.sequence_representation(seqs, lengths, table)
+    got = last_position_representation(model, seqs, lengths, table)
+    assert torch.allclose(ref, got, atol=1e-5)
+    g_ref = torch.autograd.grad(ref.square().sum(), list(model.encoder.parameters()), allow_unused=True)
+    g_got = torch.autograd.grad(got.square().sum(), list(model.encoder.parameters()), allow_unused=True)
+    for a, b in zip(g_ref, g_got):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-4)

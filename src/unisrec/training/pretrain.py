@@ -72,6 +72,45 @@ def unique_items(items: torch.Tensor, table_size: int) -> tuple[torch.Tensor, to
     return unique, slot[items]
 
 
+def last_position_representation(model: UniSRec, seqs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Eq. (6)-(7) read at the last real position, computing the *final* layer only there.
+
+    ``SequenceEncoder.forward`` runs every layer at every position and then keeps one output per
+    sequence. The final layer's keys and values need every position, but its query, output
+    projection, residual, LayerNorms and feed-forward are needed at the last position only, so
+    this computes them for one row per sequence -- the same function (a test checks it) at about
+    two thirds of the Transformer's cost. Earlier layers run in full (later positions' keys depend
+    on them).
+    """
+    import torch.nn.functional as F
+
+    from unisrec.models.encoder import causal_padding_mask
+
+    enc = model.encoder
+    b, l = seqs.shape
+    x = table[seqs] + enc.position_embedding.weight[:l].unsqueeze(0)
+    x = enc.dropout(enc.norm(x))
+    if len(enc.layers) > 1:
+        mask = causal_padding_mask(lengths, l)
+        for layer in enc.layers[:-1]:
+            x = layer(x, mask)
+    last = enc.layers[-1]
+    att = last.attention
+    h = att.n_heads
+    d = x.shape[-1]
+    rows = torch.arange(b, device=x.device)
+    x_last = x[rows, lengths - 1]  # (B, d)
+    q = att.query(x_last).view(b, 1, h, d // h).transpose(1, 2)
+    k = att.key(x).view(b, l, h, d // h).transpose(1, 2)
+    v = att.value(x).view(b, l, h, d // h).transpose(1, 2)
+    # the last real position attends every real position (causal + padding mask, one query row)
+    key_mask = (torch.arange(l, device=x.device)[None, :] < lengths[:, None]).view(b, 1, 1, l)
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=att.attn_dropout if att.training else 0.0)
+    ctx = ctx.transpose(1, 2).reshape(b, d)
+    out = att.norm(att.out_dropout(att.dense(ctx)) + x_last)
+    return last.ffn(out)
+
+
 def encode_by_length(
     model: UniSRec, seqs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor, chunk_rows: int = 256
 ) -> torch.Tensor:
@@ -85,12 +124,12 @@ def encode_by_length(
     """
     n = seqs.shape[0]
     if n <= chunk_rows:
-        return model.sequence_representation(seqs[:, : int(lengths.max())], lengths, table)
+        return last_position_representation(model, seqs[:, : int(lengths.max())], lengths, table)
     order = torch.argsort(lengths)
     parts = []
     for idx in torch.split(order, chunk_rows):
         ln = lengths[idx]
-        parts.append(model.sequence_representation(seqs[idx, : int(ln.max())], ln, table))
+        parts.append(last_position_representation(model, seqs[idx, : int(ln.max())], ln, table))
     out = torch.cat(parts)
     return out[torch.argsort(order)]  # back to the input order
 
