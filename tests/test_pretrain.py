@@ -157,7 +157,7 @@ def test_length_chunked_encoding_equals_one_padded_call():
     lengths = torch.randint(1, 51, (300,))
     seqs = torch.randint(1, 30, (300, 50)) * (torch.arange(50)[None, :] < lengths[:, None])
     full = model.sequence_representation(seqs, lengths, table)
-    chunked = encode_by_length(model, seqs, lengths, table, chunk_rows=64)
+    chunked = encode_by_length(model, seqs, lengths, table)
     assert torch.allclose(full, chunked, atol=1e-5)
 
 

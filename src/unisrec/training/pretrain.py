@@ -111,23 +111,22 @@ def last_position_representation(model: UniSRec, seqs: torch.Tensor, lengths: to
     return last.ffn(out)
 
 
-def encode_by_length(
-    model: UniSRec, seqs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor, chunk_rows: int = 256
-) -> torch.Tensor:
-    """Sequence representations (Eq. 6-7) of (N, L) left-aligned histories, encoded in chunks of
-    similar length, each trimmed to its own longest history.
+def encode_by_length(model: UniSRec, seqs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Sequence representations (Eq. 6-7) of (N, L) left-aligned histories, encoded in groups of
+    similar length (1, 2, 3-4, 5-8, ..., 33-64), each trimmed to its own longest history.
 
-    The encoder is causal and reads the output at the last real position, so trailing padding never
-    changes a representation: this is the same function as one padded call, but most training
-    prefixes are short and a batch padded to its longest (usually 50) history wastes most of the
-    Transformer's work. Sorting by length and trimming per chunk skips it.
+    The encoder is causal and read at the last real position, so trailing padding never changes a
+    representation: this is the same function as one padded call (a test checks it), but most
+    training prefixes are short (Games: mean 7, Scientific: 4) and a batch padded to its longest
+    history (usually 50) wastes most of the Transformer's work. Within a group padding is < 2x.
     """
-    n = seqs.shape[0]
-    if n <= chunk_rows:
-        return last_position_representation(model, seqs[:, : int(lengths.max())], lengths, table)
-    order = torch.argsort(lengths)
+    group = torch.ceil(torch.log2(lengths.clamp(min=1).float())).long()
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group[order]).tolist()
     parts = []
-    for idx in torch.split(order, chunk_rows):
+    for idx in torch.split(order, [c for c in counts]):
+        if idx.numel() == 0:
+            continue
         ln = lengths[idx]
         parts.append(last_position_representation(model, seqs[idx, : int(ln.max())], ln, table))
     out = torch.cat(parts)
