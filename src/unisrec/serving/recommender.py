@@ -32,7 +32,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,13 @@ def adapted_item_table(model: Any, features: Any, item_ids: torch.Tensor | None 
     n = features.shape[0]
     out = torch.empty(n, model.config.hidden_size, dtype=torch.float32, device=device)
     id_table = model.item_id_embedding.weight if model.item_id_embedding is not None else None
+    starts = range(0, n, chunk)
+    if len(starts) > 4:  # a large catalogue: minutes on a small CPU
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"adapt {n:,} items", unit="chunk")
     with torch.inference_mode():
-        for a in range(0, n, chunk):
+        for a in starts:
             b = min(n, a + chunk)
             x = torch.from_numpy(np.array(features[a:b], dtype=np.float32)).to(device)  # a copy: mmaps are read-only
             v = model.adaptor(x)
@@ -486,12 +491,9 @@ class Recommender:
 
         unit = snap.rows(snap.unit)[1:].cpu().numpy()
         if rebuild or snap.ann is None:
-            return Catalogue(*_fields(snap)[:-1], FaissIndex.build(unit, self.faiss_spec, self.faiss_params))
+            return replace(snap, ann=FaissIndex.build(unit, self.faiss_spec, self.faiss_params))
         fresh = snap.n - snap.ann.size
         if fresh > max(1024, int(math.sqrt(max(snap.ann.size, 1)) * 8)):
-            return Catalogue(*_fields(snap)[:-1], snap.ann.extended(unit[snap.ann.size :]))
+            return replace(snap, ann=snap.ann.extended(unit[snap.ann.size :]))
         return snap
 
-
-def _fields(snap: Catalogue) -> tuple:
-    return (snap.ids, snap.texts, snap.index, snap.vectors, snap.unit, snap.n, snap.ann)
