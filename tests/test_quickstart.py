@@ -24,7 +24,7 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     for step in range(1, 8):
         assert f"[{step}/7]" in printed
-    assert "SYNTHETIC" in printed and "top 5:" in printed
+    assert "SYNTHETIC" in printed and "top 5 (history items excluded):" in printed
     for domain in ("pets", "home", "office"):
         assert (out / "raw" / domain / "interactions.csv").is_file()
         manifest = json.loads((out / "data" / domain / "manifest.json").read_text())

@@ -101,7 +101,7 @@ DEFAULT_DOMAINS = (
     DomainSpec("pets", "Pet Supplies", 1000, 200, "source"),
     DomainSpec("home", "Home & Kitchen", 1000, 200, "source"),
     DomainSpec("sports", "Sports & Outdoors", 1000, 200, "source"),
-    DomainSpec("office", "Office Products", 300, 150, "target"),
+    DomainSpec("office", "Office Products", 150, 120, "target"),
 )
 # A few-second version for tests and smoke runs.
 TINY_DOMAINS = (
@@ -111,8 +111,8 @@ TINY_DOMAINS = (
 )
 
 # ------------------------------------------------------------- behaviour knobs
-P_ADVANCE = 0.55  # next theme = successor in the cycle
-P_STAY = 0.25  # next theme = same theme; otherwise the user's favourite theme
+P_ADVANCE = 0.7  # next theme = successor in the cycle
+P_STAY = 0.15  # next theme = same theme; otherwise (0.15) the user's favourite theme
 P_BRAND = 0.75  # next item from the user's favourite brand (if the domain has one in that theme)
 MIN_LEN, MEAN_EXTRA_LEN, MAX_LEN = 5, 5.0, 30  # sequence length = MIN_LEN + geometric, capped
 ZIPF_ITEMS = 0.8  # item popularity exponent within a theme
