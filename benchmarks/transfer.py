@@ -44,8 +44,9 @@ def run_one(target_dir: str, out: Path, mode: str, seed: int, ckpt: str | None, 
             cmd += ["--from", ckpt]
         if (out / "resume").exists():
             cmd.append("--resume")
+        cmd += extra
         print("$ " + " ".join(cmd), flush=True)
-        subprocess.run([*cmd, *extra], check=True)
+        subprocess.run(cmd, check=True)
     metrics = json.loads((out / "metrics.json").read_text())
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines() if line.strip()]
     return {"metrics": metrics, "curve": [(r["epoch"], r["valid"]["ndcg@10"]) for r in log]}
@@ -62,6 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", action="append", required=True, metavar="NAME=DIR:CKPT")
     ap.add_argument("--modes", nargs="+", default=["inductive", "transductive"])
+    ap.add_argument("--inits", nargs="+", default=["scratch", "pretrained"], help="which arms to run / report")
     ap.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     ap.add_argument("--time-limit-minutes", type=float, default=0.0)
     ap.add_argument("--runs", default="runs/transfer")
@@ -75,6 +77,8 @@ def main() -> None:
         target_dir, ckpt = rest.rsplit(":", 1)
         for mode in args.modes:
             for init, ck in (("scratch", None), ("pretrained", ckpt)):
+                if init not in args.inits:
+                    continue
                 results = []
                 for seed in args.seeds:
                     out = Path(args.runs) / name / mode / init / f"seed{seed}"

@@ -69,7 +69,7 @@ def test_cli_writes_a_checkpoint_finetune_can_load(domains, tmp_path):
     from unisrec.models.unisrec import UniSRec
 
     out = tmp_path / "ckpt"
-    rc = main(["pretrain", *map(str, domains), "--output", str(out), "--epochs", "2", "--batch-size", "64", "--no-progress"])
+    rc = main(["pretrain", *map(str, domains), "--output", str(out), "--epochs", "2", "--batch-size", "364", "--no-progress"])
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "unisrec" and cfg["model"]["mode"] == "inductive"
@@ -96,7 +96,7 @@ def test_cli_reports_user_errors(domains, tmp_path, capsys):
 def test_pretraining_lowers_the_loss(domains, tmp_path):
     from unisrec.training.pretrain import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(epochs=6, batch_size=64, save_every=0)
+    cfg = PretrainConfig(epochs=4, batch_size=128, lr=3e-3, save_every=0)
     _, summary = pretrain(domains, tmp_path / "o", cfg, small_model(), show_progress=False)
     losses = [e["loss_si"] for e in summary["epochs"]]
     assert losses[-1] < 0.8 * losses[0]
