@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PT_MIN="${1:-20}"
-FT_EPOCHS="${2:-3}"
+FT_EPOCHS="${2:-2}"
 DATA="${DATA:-/work/data}"
 PY=.venv/bin/python
 if [ ! -f runs/pretrain/games/model.safetensors ]; then
