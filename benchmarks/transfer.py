@@ -76,7 +76,7 @@ def main() -> None:
         name, rest = spec.split("=", 1)
         target_dir, ckpt = rest.rsplit(":", 1)
         for mode in args.modes:
-            for init, ck in (("scratch", None), ("pretrained", ckpt)):
+            for init, ck in (("pretrained", ckpt), ("scratch", None)):
                 if init not in args.inits:
                     continue
                 results = []
