@@ -45,3 +45,14 @@ def test_refuses_to_wipe_a_foreign_folder(tmp_path):
     with pytest.raises(UserError, match="not written by `unisrec quickstart`"):
         run_quickstart(tmp_path, tiny=True)
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_rerun_replaces_only_its_own_output(tmp_path):
+    from unisrec.quickstart import MARKER, _prepare_output
+
+    (tmp_path / MARKER).write_text("{}")
+    (tmp_path / "models" / "old").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("kept")
+    _prepare_output(tmp_path)
+    assert not (tmp_path / "models").exists()
+    assert (tmp_path / "notes.txt").read_text() == "kept"
