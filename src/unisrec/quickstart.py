@@ -100,22 +100,21 @@ def _prepare_output(out: Path) -> None:
 
 def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartSettings | None = None) -> dict[str, Any]:
     """Run the pipeline into ``output``; returns the results (also written to results.json)."""
+    import torch
+
     from unisrec.data import prepare_table
     from unisrec.data.dataset import Dataset, write_json
     from unisrec.data.synthetic import domain_roles, generate_synthetic
     from unisrec.evaluation.cli import evaluate_dir
     from unisrec.evaluation.plots import plot_training_curves
     from unisrec.models.baselines.popularity import evaluate_popularity
+    from unisrec.models.unisrec import UniSRecConfig
     from unisrec.serving.recommender import Recommender
     from unisrec.text.encoder import TextEncoder
     from unisrec.text.features import encode_dataset
     from unisrec.training.finetune import FinetuneConfig, finetune
     from unisrec.training.pretrain import pretrain
     from unisrec.training.pretrain_config import PretrainConfig
-
-    import torch
-
-    from unisrec.models.unisrec import UniSRecConfig
 
     s = settings or (QuickstartSettings.tiny() if tiny else QuickstartSettings())
     if s.threads > 0:
