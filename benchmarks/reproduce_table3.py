@@ -85,6 +85,7 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
         "Test set, full ranking over all items (history items kept, padding excluded), leave-one-out.",
         f"Mean ± sample std over seeds. Device: {args.device}. Text features: each dataset's default feature set "
         "(offline all-MiniLM-L6-v2, 384-d; the paper used bert-base-uncased, 768-d).",
+        *([args.note, ""] if args.note else []),
         "",
         "| dataset | model | seeds | R@10 | N@10 | R@50 | N@50 | paper R@10 / N@10 / R@50 / N@50 | R@10 vs paper | N@10 vs paper | best / run epochs | wall min / run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -142,6 +143,7 @@ def main() -> int:
     p.add_argument("--time-limit-minutes", type=float, default=0.0, help="per-run training wall-time cap (0 = none)")
     p.add_argument("--every-position", action="store_true")
     p.add_argument("--collect-only", action="store_true", help="only aggregate finished runs")
+    p.add_argument("--note", default="", help="a sentence for the markdown (machine, load, ...)")
     p.add_argument("--finalize", action="store_true",
                    help="stop waiting: test every interrupted run at its best epoch so far (marked truncated)")
     p.add_argument("--worker", nargs=3, metavar=("DATASET", "MODEL", "SEED"), help=argparse.SUPPRESS)
