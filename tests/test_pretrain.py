@@ -190,3 +190,28 @@ def test_last_position_encoding_equals_the_model_and_its_gradients():
     g_got = torch.autograd.grad(got.square().sum(), list(model.encoder.parameters()), allow_unused=True)
     for a, b in zip(g_ref, g_got):
         assert (a is None and b is None) or torch.allclose(a, b, atol=1e-4)
+
+
+def test_multidomain_offsets_feature_rows_and_word_drop_rows(domains, tmp_path):
+    from unisrec.data.dataset import DatasetError
+    from unisrec.data.multidomain import MultiDomainCorpus
+
+    a, b = Dataset.load(domains[0]), Dataset.load(domains[1])
+    corpus = MultiDomainCorpus([a, b])
+    T = a.num_items + b.num_items
+    assert corpus.num_items == T and corpus.feature_table.shape == (1 + 2 * T, 16)
+    assert not corpus.feature_table[0].any()
+    assert np.array_equal(corpus.feature_table[1 + a.num_items : 1 + T], np.asarray(b.features())[1:])
+    assert np.array_equal(corpus.feature_table[T + a.num_items + 1 :], np.asarray(b.features(augmented=True))[1:])
+    n_a = len(a.examples("train")[2])
+    h, l, t = b.examples("train")
+    assert np.array_equal(corpus.targets[n_a:], t + a.num_items)
+    assert np.array_equal(corpus.history[n_a:], np.where(h > 0, h + a.num_items, 0))
+    # a word-dropped item of domain b points at its own feat2 row
+    batch = corpus.batch(np.arange(n_a, len(corpus)), np.random.default_rng(0), item_drop_prob=0.0, drop_prob=1.0)
+    real = batch["history"] > 0
+    assert np.array_equal(batch["aug_history"][real], batch["history"][real] + T)
+    # domains encoded with different encoders are refused
+    c = make_domain(tmp_path / "c", "c", dim=8, seed=3)
+    with pytest.raises(DatasetError, match="dim"):
+        MultiDomainCorpus([a, Dataset.load(c)])
