@@ -141,11 +141,6 @@ class GlobalBatchSampler:
         full, rest = divmod(self.num_examples, self.batch_size)
         return full + (1 if rest >= self.world_size else 0)
 
-    def global_batch(self, epoch: int, step: int) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-        rows = perm[step * self.batch_size : (step + 1) * self.batch_size]
-        return rows[: len(rows) - len(rows) % self.world_size]
-
     def local_slice(self, n_global: int) -> slice:
         per = n_global // self.world_size
         return slice(self.rank * per, (self.rank + 1) * per)
