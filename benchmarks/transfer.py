@@ -87,18 +87,35 @@ def main() -> None:
                     r = run_one(target_dir, out, mode, seed, ck, args.time_limit_minutes, extra)
                     results.append(r)
                     curves[(name, mode, init, seed)] = r["curve"]
-                if not results:
-                    continue
-                row = {"target": name, "mode": mode, "init": init, "checkpoint": ck, "seeds": len(results)}
-                for m in METRICS:
-                    row[m] = mean_std([r["metrics"]["test"][m] for r in results])
-                row["epochs_run"] = [r["metrics"]["epochs_run"] for r in results]
-                row["best_epoch"] = [r["metrics"]["best_epoch"] for r in results]
-                row["stop_reason"] = sorted({r["metrics"]["stop_reason"] for r in results})
-                row["median_epoch_seconds"] = statistics.median(r["metrics"]["median_epoch_seconds"] for r in results)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                if results:
+                    rows.append(summarise(name, mode, init, ck, results))
+            # variants run by hand into the same tree (e.g. --unfreeze-all, an untrained checkpoint): report only
+            mode_dir = Path(args.runs) / name / mode
+            for arm in sorted(p.name for p in mode_dir.glob("*") if p.is_dir() and p.name not in ("scratch", "pretrained")):
+                results = []
+                for seed_dir in sorted((mode_dir / arm).glob("seed*")):
+                    if (seed_dir / "metrics.json").is_file():
+                        r = run_one(target_dir, seed_dir, mode, 0, None, 0, [])
+                        results.append(r)
+                        curves[(name, mode, arm, int(seed_dir.name[4:]))] = r["curve"]
+                if results:
+                    rows.append(summarise(name, mode, arm, None, results))
+    write_report(args, extra, rows, curves)
 
+
+def summarise(name: str, mode: str, init: str, ck: str | None, results: list[dict]) -> dict:
+    row = {"target": name, "mode": mode, "init": init, "checkpoint": ck, "seeds": len(results)}
+    for m in METRICS:
+        row[m] = mean_std([r["metrics"]["test"][m] for r in results])
+    row["epochs_run"] = [r["metrics"]["epochs_run"] for r in results]
+    row["best_epoch"] = [r["metrics"]["best_epoch"] for r in results]
+    row["stop_reason"] = sorted({r["metrics"]["stop_reason"] for r in results})
+    row["median_epoch_seconds"] = statistics.median(r["metrics"]["median_epoch_seconds"] for r in results)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def write_report(args: argparse.Namespace, extra: list[str], rows: list[dict], curves: dict) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"finetune_args": extra, "time_limit_minutes": args.time_limit_minutes, "seeds": args.seeds, "rows": rows,
@@ -111,16 +128,16 @@ def main() -> None:
         + (f", time limit {args.time_limit_minutes} min per run" if args.time_limit_minutes else "")
         + f"; seeds {', '.join(map(str, args.seeds))}. Paper = Table 3 (BERT features, 14M-interaction pre-training).",
         "",
-        "| target | model | init | R@10 | N@10 | R@50 | N@50 | epochs (best) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| target | model | init | seeds | R@10 | N@10 | R@50 | N@50 | epochs (best) | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = " | ".join(f"{r[m][0]:.4f} ± {r[m][1]:.4f}" for m in METRICS)
         eps = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"]))
-        md.append(f"| {r['target']} | {r['mode']} | {r['init']} | {cells} | {eps} |")
+        md.append(f"| {r['target']} | {r['mode']} | {r['init']} | {r['seeds']} | {cells} | {eps} | {r['median_epoch_seconds']:.0f} |")
     for (t, m), vals in PAPER.items():
         if any(r["target"] == t and r["mode"] == m for r in rows):
-            md.append(f"| {t} | {m} | paper | " + " | ".join(f"{v:.4f}" for v in vals) + " | |")
+            md.append(f"| {t} | {m} | paper | | " + " | ".join(f"{v:.4f}" for v in vals) + " | | |")
     md += ["", f"Reproduce: `.venv/bin/python benchmarks/transfer.py {' '.join(sys.argv[1:])}`", ""]
     out.with_suffix(".md").write_text("\n".join(md))
     plot_curves(curves, out.with_name(out.name + "_curves.png"))
@@ -141,7 +158,8 @@ def plot_curves(curves: dict, path: Path) -> None:
             if (t2, m2) != (t, m) or not pts:
                 continue
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, color="tab:blue" if init == "scratch" else "tab:red", alpha=0.8,
+            color = {"scratch": "tab:blue", "pretrained": "tab:red"}.get(init, "tab:gray")
+            ax.plot(xs, ys, color=color, marker="o", alpha=0.8,
                     label=init if seed == min(s for (a, b, c, s) in curves if (a, b, c) == (t, m, init)) else None)
         ax.set_title(f"{t} / {m}")
         ax.set_xlabel("epoch")
