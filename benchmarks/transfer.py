@@ -148,6 +148,7 @@ def plot_curves(curves: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = sorted({(t, m) for t, m, _, _ in curves})
     if not panels:
@@ -158,9 +159,10 @@ def plot_curves(curves: dict, path: Path) -> None:
             if (t2, m2) != (t, m) or not pts:
                 continue
             xs, ys = zip(*pts)
-            color = {"scratch": "tab:blue", "pretrained": "tab:red"}.get(init, "tab:gray")
+            color = {"scratch": "tab:blue", "pretrained": "tab:red", "frozen_untrained": "tab:gray"}.get(init, "tab:green")
             ax.plot(xs, ys, color=color, marker="o", alpha=0.8,
                     label=init if seed == min(s for (a, b, c, s) in curves if (a, b, c) == (t, m, init)) else None)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{t} / {m}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("valid NDCG@10")
