@@ -11,9 +11,8 @@ model with :meth:`UniSRec.set_item_features` (row 0 = padding) and are not writt
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from unisrec.models.adaptor import MoEAdaptor
+from unisrec.models.checkpoint import load_checkpoint, save_checkpoint
 from unisrec.models.encoder import SequenceEncoder, init_weights
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 MODES = ("inductive", "transductive")
 
 
@@ -163,34 +161,20 @@ class UniSRec(nn.Module):
     # ----------------------------------------------------------- save / load
     def save_pretrained(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Write ``config.json`` (model config under "model", plus ``extra``) and ``model.safetensors``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model": "unisrec"})
-        cfg = {"model_type": "unisrec", "model": asdict(self.config)}
-        cfg.update(extra or {})
-        (path / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        return path
+        return save_checkpoint(self, path, "unisrec", self.config, extra)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "UniSRec":
         """Load a directory written by :meth:`save_pretrained`; ``overrides`` change config fields
         (e.g. ``mode="transductive", num_items=N`` to add a fresh ID table when transferring)."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        cfg = json.loads((path / CONFIG_NAME).read_text())
-        model_cfg = dict(cfg["model"])
-        model_cfg.update(overrides)
+        model_cfg, state = load_checkpoint(path, "unisrec")
+        model_cfg = {**model_cfg, **overrides}
         model = cls(UniSRecConfig.from_dict(model_cfg))
-        state = load_file(str(path / WEIGHTS_NAME))
         own = model.state_dict()
         # A pre-trained checkpoint carries no (or another domain's) ID table: keep the fresh one.
         state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         missing = [k for k in own if k not in state and not k.startswith("item_id_embedding")]
         if missing:
-            raise ValueError(f"{path / WEIGHTS_NAME} lacks weights for: {', '.join(missing)}")
+            raise ValueError(f"{Path(path)} lacks weights for: {', '.join(missing)}")
         model.load_state_dict(state, strict=False)
         return model

@@ -13,19 +13,16 @@ competitor during training; it can never be a target, so this only removes a use
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from unisrec.models.checkpoint import load_checkpoint, save_checkpoint
 from unisrec.models.encoder import SequenceEncoder, init_weights
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -97,25 +94,11 @@ class SASRec(nn.Module):
     # ----------------------------------------------------------- save / load
     def save_pretrained(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """``config.json`` ({"model_type": "sasrec", "model": {...}} + ``extra``) and ``model.safetensors``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model": "sasrec"})
-        cfg = {"model_type": "sasrec", "model": asdict(self.config)}
-        cfg.update(extra or {})
-        (path / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        return path
+        return save_checkpoint(self, path, "sasrec", self.config, extra)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "SASRec":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        cfg = json.loads((path / CONFIG_NAME).read_text())
-        if cfg.get("model_type") != "sasrec":
-            raise ValueError(f"{path / CONFIG_NAME} holds a {cfg.get('model_type')!r} model, not sasrec")
-        model = cls(SASRecConfig.from_dict(cfg["model"]))
-        model.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+        model_cfg, state = load_checkpoint(path, "sasrec")
+        model = cls(SASRecConfig.from_dict(model_cfg))
+        model.load_state_dict(state)
         return model
