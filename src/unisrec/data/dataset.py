@@ -163,19 +163,7 @@ class Dataset:
             raise DatasetError(f"{path} exists")
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         try:
-            n = self.num_items
-            pq.write_table(
-                pa.table(
-                    {
-                        "index": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-                        "item_id": pa.array(self.item_ids, pa.string()),
-                        "text": pa.array(self.item_texts, pa.string()),
-                    }
-                ),
-                tmp / "items.parquet",
-                compression="zstd",
-                write_statistics=False,
-            )
+            write_items_table(tmp / "items.parquet", self.item_ids, self.item_texts)
             pq.write_table(
                 pa.table(
                     {
@@ -253,6 +241,21 @@ class Dataset:
             raise DatasetError("dataset has no directory")
         self.manifest.update(changes)
         write_json(self.path / MANIFEST, self.manifest)
+
+
+def write_items_table(path: str | os.PathLike, item_ids: list[str], item_texts: list[str]) -> None:
+    """items.parquet: index (1..n, 0 is padding), raw item_id, text -- for datasets and model catalogues."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "index": pa.array(np.arange(1, len(item_ids) + 1, dtype=np.int32)),
+            "item_id": pa.array(item_ids, pa.string()),
+            "text": pa.array(item_texts, pa.string()),
+        }
+    )
+    pq.write_table(table, path, compression="zstd", write_statistics=False)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

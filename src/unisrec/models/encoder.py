@@ -9,6 +9,8 @@ real item, and the sequence representation is the output at the last real positi
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,6 +112,13 @@ class SequenceEncoder(nn.Module):
             for _ in range(n_layers)
         )
         self.apply(lambda m: init_weights(m, initializer_range))
+
+    @classmethod
+    def from_config(cls, config: Any) -> "SequenceEncoder":
+        """Build from any config with the encoder's field names (UniSRecConfig, SASRecConfig)."""
+        names = ("hidden_size", "n_layers", "n_heads", "inner_size", "hidden_dropout", "attn_dropout",
+                 "layer_norm_eps", "max_seq_length", "initializer_range")
+        return cls(**{name: getattr(config, name) for name in names})
 
     def forward_all(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, L, d) item vectors of left-aligned histories -> (B, L, d) outputs, one per position.

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from unisrec.data.dataset import Dataset
+from unisrec.data.dataset import Dataset, write_items_table
 from unisrec.errors import UserError
 
 CATALOGUE = "catalogue"
@@ -52,9 +52,6 @@ def save_model_dir(
 
     ``feature_name`` (UniSRec) also copies that feature set as ``catalogue/features.npy``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     info: dict[str, Any] = {}
     if feature_name is not None:
@@ -72,18 +69,7 @@ def save_model_dir(
     model.save_pretrained(path, meta)
     cat = path / CATALOGUE
     cat.mkdir(exist_ok=True)
-    n = dataset.num_items
-    pq.write_table(
-        pa.table(
-            {
-                "index": pa.array(np.arange(1, n + 1, dtype=np.int32)),
-                "item_id": pa.array(dataset.item_ids, pa.string()),
-                "text": pa.array(dataset.item_texts, pa.string()),
-            }
-        ),
-        cat / "items.parquet",
-        compression="zstd",
-    )
+    write_items_table(cat / "items.parquet", dataset.item_ids, dataset.item_texts)
     if feature_name is not None:
         shutil.copyfile(dataset.path / info["file"], cat / "features.npy")
     return path

@@ -70,17 +70,7 @@ class UniSRec(nn.Module):
             config.noisy_gating,
             config.initializer_range,
         )
-        self.encoder = SequenceEncoder(
-            config.hidden_size,
-            config.n_layers,
-            config.n_heads,
-            config.inner_size,
-            config.hidden_dropout,
-            config.attn_dropout,
-            config.layer_norm_eps,
-            config.max_seq_length,
-            config.initializer_range,
-        )
+        self.encoder = SequenceEncoder.from_config(config)
         self.item_id_embedding: nn.Embedding | None = None
         if config.mode == "transductive":
             self.item_id_embedding = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)

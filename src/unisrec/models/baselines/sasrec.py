@@ -54,17 +54,7 @@ class SASRec(nn.Module):
         self.config = config
         self.item_embedding = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)
         init_weights(self.item_embedding, config.initializer_range)
-        self.encoder = SequenceEncoder(
-            config.hidden_size,
-            config.n_layers,
-            config.n_heads,
-            config.inner_size,
-            config.hidden_dropout,
-            config.attn_dropout,
-            config.layer_norm_eps,
-            config.max_seq_length,
-            config.initializer_range,
-        )
+        self.encoder = SequenceEncoder.from_config(config)
 
     @property
     def num_items(self) -> int:
