@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from unisrec.errors import UserError
 from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
 
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
@@ -51,9 +52,10 @@ def export_atomic(dataset: Dataset | str | Path, output: str | Path, *, name: st
     try:
         for split in ("train", "valid", "test"):
             (tmp / f"{name}.{split}.inter").write_bytes(_inter_lines(ds, split, max_history))
-        for text in ds.item_texts:
+        for item_id, text in zip(ds.item_ids, ds.item_texts):
             if "\t" in text or "\n" in text:
-                raise ValueError("item text with a tab or newline cannot be written to an atomic file")
+                raise UserError(f"{ds.path or ds.name}: the text of item {item_id!r} holds a tab or newline, "
+                                "which RecBole atomic files cannot represent")
         (tmp / f"{name}.text").write_text("item_id:token\ttext:token_seq\n" + "".join(f"{i}\t{t}\n" for i, t in zip(ds.item_ids, ds.item_texts)), encoding="utf-8")
         (tmp / f"{name}.item2index").write_text("".join(f"{i}\t{k}\n" for k, i in enumerate(ds.item_ids)), encoding="utf-8")
         (tmp / f"{name}.user2index").write_text("".join(f"{u}\t{k}\n" for k, u in enumerate(ds.user_ids)), encoding="utf-8")
