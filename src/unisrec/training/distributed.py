@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from unisrec.errors import UserError
+
 
 @dataclass
 class DistContext:
@@ -130,7 +132,7 @@ class GlobalBatchSampler:
 
     def __init__(self, num_examples: int, batch_size: int, seed: int, world_size: int = 1, rank: int = 0):
         if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not a multiple of the {world_size} processes")
+            raise UserError(f"--batch-size {batch_size} is not a multiple of the {world_size} processes; use a multiple of {world_size}")
         self.num_examples = num_examples
         self.batch_size = batch_size
         self.seed = seed
