@@ -89,6 +89,19 @@ class FinetuneConfig:
             raise UserError(f"ks must be positive cut-offs, got {self.ks}")
 
 
+def encoder_settings(config: FinetuneConfig) -> dict[str, Any]:
+    """The Transformer settings UniSRec and SASRec share (SPEC "Model"), for a scratch model."""
+    return dict(
+        hidden_size=config.hidden_size,
+        n_layers=config.n_layers,
+        n_heads=config.n_heads,
+        inner_size=config.inner_size,
+        hidden_dropout=config.hidden_dropout,
+        attn_dropout=config.attn_dropout,
+        max_seq_length=config.max_history,
+    )
+
+
 # ---------------------------------------------------------------------------- batches
 def train_windows(dataset: Any, max_history: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every-position training data: (inputs [W, H], lengths [W], targets [W, H], counted [W, H]).
@@ -402,13 +415,7 @@ def finetune(
         model = UniSRec(
             UniSRecConfig(
                 text_dim=text_dim,
-                hidden_size=config.hidden_size,
-                n_layers=config.n_layers,
-                n_heads=config.n_heads,
-                inner_size=config.inner_size,
-                hidden_dropout=config.hidden_dropout,
-                attn_dropout=config.attn_dropout,
-                max_seq_length=config.max_history,
+                **encoder_settings(config),
                 n_experts=config.n_experts,
                 adaptor_dropout=config.adaptor_dropout,
                 noisy_gating=config.noisy_gating,
@@ -439,13 +446,7 @@ def train_sasrec(
     model = SASRec(
         SASRecConfig(
             num_items=ds.num_items,
-            hidden_size=config.hidden_size,
-            n_layers=config.n_layers,
-            n_heads=config.n_heads,
-            inner_size=config.inner_size,
-            hidden_dropout=config.hidden_dropout,
-            attn_dropout=config.attn_dropout,
-            max_seq_length=config.max_history,
+            **encoder_settings(config),
         )
     )
     return fit(model, ds, config, output, feature_name=None, resume=resume)
