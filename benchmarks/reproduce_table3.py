@@ -41,8 +41,10 @@ MODELS = {
 }
 
 
-def run_one(data: Path, model: str, seed: int, out: Path, opts: dict) -> dict:
-    """Train one model (in this process) and return its metrics.json content."""
+def run_one(data: Path, model: str, seed: int, out: Path, opts: dict, init_from: str = "") -> dict:
+    """Train one model (in this process) and return its metrics.json content.
+
+    ``init_from``: a pre-trained checkpoint dir for the UniSRec models (transfer rows, `--from`)."""
     from unisrec.training.finetune import FinetuneConfig, finetune, train_sasrec
 
     cfg = FinetuneConfig(seed=seed, progress=False, **opts)
@@ -50,16 +52,23 @@ def run_one(data: Path, model: str, seed: int, out: Path, opts: dict) -> dict:
     if model == "sasrec":
         return train_sasrec(data, out, cfg, resume=resume)
     cfg.mode = "transductive" if model == "unisrec_t_id" else "inductive"
-    return finetune(data, out, cfg, resume=resume)
+    return finetune(data, out, cfg, pretrained=init_from or None, resume=resume)
 
 
-def command_line(data: Path, model: str, seed: int, out: Path, opts: dict) -> str:
+def command_line(data: Path, model: str, seed: int, out: Path, opts: dict, init_from: str = "") -> str:
     cmd = MODELS[model][1].format(data=data, out=out, seed=seed)
+    if init_from:
+        cmd += f" --from {init_from}"
     for k, v in opts.items():
         if k == "progress":
             continue
         cmd += f" --{k.replace('_', '-')} {v}"
     return cmd
+
+
+def label(model: str, init_from: str) -> str:
+    name = MODELS[model][0]
+    return name.replace("(scratch)", f"(pre-trained: {Path(init_from).name})") if init_from else name
 
 
 def fmt(values: list[float]) -> str:
@@ -80,7 +89,8 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
         groups.setdefault((r["dataset"], r["model"]), []).append(r)
     summary = []
     lines = [
-        "# Table 3, from-scratch rows: measured beside the paper",
+        ("# Table 3, transfer rows (fine-tuned from " + args.init_from + "): measured beside the paper" if args.init_from
+         else "# Table 3, from-scratch rows: measured beside the paper"),
         "",
         "Test set, full ranking over all items (history items kept, padding excluded), leave-one-out.",
         f"Mean ± sample std over seeds. Device: {args.device}. Text features: each dataset's default feature set "
@@ -113,7 +123,7 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
         stops = "" if all(s == "early_stopping" for s in entry["stop_reasons"]) else (
             " (" + ", ".join("early-stopped" if s == "early_stopping" else "TRUNCATED, not early-stopped" for s in entry["stop_reasons"]) + ")")
         lines.append(
-            f"| {ds} | {MODELS[model][0]} | {len(rs)} | "
+            f"| {ds} | {label(model, args.init_from)} | {len(rs)} | "
             + " | ".join(fmt(vals[m]) for m in METRICS)
             + " | " + (" / ".join(f"{p:.4f}" for p in paper) if paper else "-")
             + " | " + (f"{rel['recall@10']:+.1%}" if rel else "-")
@@ -146,6 +156,7 @@ def main() -> int:
     p.add_argument("--note", default="", help="a sentence for the markdown (machine, load, ...)")
     p.add_argument("--finalize", action="store_true",
                    help="stop waiting: test every interrupted run at its best epoch so far (marked truncated)")
+    p.add_argument("--init-from", default="", help="pre-trained checkpoint dir: UniSRec rows fine-tune from it (transfer)")
     p.add_argument("--worker", nargs=3, metavar=("DATASET", "MODEL", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -160,7 +171,7 @@ def main() -> int:
     if args.worker:
         ds, model, seed = args.worker
         out = Path(args.runs) / ds / model / f"seed{seed}"
-        run_one(Path(args.data_root) / ds, model, int(seed), out, opts)
+        run_one(Path(args.data_root) / ds, model, int(seed), out, opts, args.init_from)
         return 0
 
     jobs = []
@@ -169,6 +180,8 @@ def main() -> int:
         for model in args.models.split(","):
             if model not in MODELS:
                 p.error(f"unknown model {model}; known: {', '.join(MODELS)}")
+            if model == "sasrec" and args.init_from:
+                p.error("--init-from applies to the UniSRec models only")
             for seed in args.seeds.split(","):
                 jobs.append((ds, data, model, int(seed), Path(args.runs) / ds / model / f"seed{seed}"))
 
@@ -179,7 +192,7 @@ def main() -> int:
             if state.is_file():
                 done = json.loads(state.read_text())["epoch"]
                 print(f"finalize {ds} {model} seed {seed} after {done} epochs", flush=True)
-                run_one(data, model, seed, out, dict(opts, epochs=done))
+                run_one(data, model, seed, out, dict(opts, epochs=done), args.init_from)
         args.collect_only = True
     if not args.collect_only and todo:
         running: list[tuple[subprocess.Popen, tuple]] = []
@@ -196,6 +209,8 @@ def main() -> int:
                        "--threads", str(args.threads), "--time-limit-minutes", str(args.time_limit_minutes)]
                 if args.every_position:
                     cmd.append("--every-position")
+                if args.init_from:
+                    cmd += ["--init-from", args.init_from]
                 log = open(out.parent / f"seed{seed}.log", "a")
                 print(f"start {ds} {model} seed {seed} -> {out}", flush=True)
                 running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))), job))
@@ -210,7 +225,7 @@ def main() -> int:
         f = out / "metrics.json"
         if f.is_file():
             rows.append({"dataset": ds, "model": model, "seed": seed, "metrics": json.loads(f.read_text()),
-                         "command": command_line(data, model, seed, out, {k: v for k, v in opts.items() if k != "threads"})})
+                         "command": command_line(data, model, seed, out, {k: v for k, v in opts.items() if k != "threads"}, args.init_from)})
     if not rows:
         print("no finished runs", file=sys.stderr)
         return 1

@@ -56,7 +56,7 @@ class FinetuneConfig:
     every_position: bool = field(
         default=False, metadata={"help": "train every position of a user's training part at once (faster, not the paper's batching)"}
     )
-    time_limit_minutes: float = field(default=0.0, metadata={"help": "stop training after this wall time (0 = none); recorded in metrics.json"})
+    time_limit_minutes: float = field(default=0.0, metadata={"help": "training wall-time cap (0 = none): no epoch starts that would end past it; recorded in metrics.json"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     # --- evaluation
     eval_batch_size: int = 4096
@@ -319,7 +319,9 @@ def fit(
         if stopper.should_stop:
             stop_reason = "early_stopping"
             break
-        if config.time_limit_minutes and (time.time() - t_start) / 60 >= config.time_limit_minutes:
+        # stop when the next epoch (assumed as long as this one) would end past the cap, so a
+        # capped run finishes inside its budget instead of overrunning it by up to one epoch
+        if config.time_limit_minutes and (2 * time.time() - t_start - t0) / 60 >= config.time_limit_minutes:
             stop_reason = "time_limit"
             say(f"time limit of {config.time_limit_minutes} min reached after epoch {epoch}")
             break

@@ -1,0 +1,55 @@
+"""Copy prepared + encoded datasets into ``.gpu_data/`` for a lent GPU machine, and back out there.
+
+A device call carries at most 64 MiB. Games alone holds 52 MB of float32 features (clean + word
+drop), so ``pack`` stores every *word-drop* copy as float16 (relative rounding 2^-11, far below
+the word-drop perturbation itself); the clean features, which fine-tuning and evaluation read,
+stay float32 and byte-identical. ``unpack`` (run on the GPU machine) restores float32 files
+under the names the manifests expect.
+
+    python3 benchmarks/gpu_data.py pack /work/data .gpu_data games scientific online_retail
+    python3 benchmarks/gpu_data.py unpack .gpu_data
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HALF = ".f16.npy"
+
+
+def pack(src_root: Path, dest_root: Path, names: list[str]) -> None:
+    for name in names:
+        src, dest = src_root / name, dest_root / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        (dest / "features").mkdir(parents=True)
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, dest / f.name)
+        for f in (src / "features").iterdir():
+            if f.name.endswith(".word-drop.npy"):
+                np.save(dest / "features" / (f.name[: -len(".npy")] + HALF), np.load(f).astype(np.float16))
+            elif not f.name.endswith(".keys.npy"):  # encode-cache keys: not needed to train
+                shutil.copy2(f, dest / "features" / f.name)
+    total = sum(f.stat().st_size for f in dest_root.rglob("*") if f.is_file())
+    print(f"{dest_root}: {total / 2**20:.1f} MiB")
+
+
+def unpack(root: Path) -> None:
+    for f in sorted(root.glob(f"*/features/*{HALF}")):
+        np.save(f.with_name(f.name[: -len(HALF)] + ".npy"), np.load(f).astype(np.float32))
+        f.unlink()
+        print(f"restored float32 {f.name[: -len(HALF)]}.npy")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["pack"] and len(sys.argv) >= 5:
+        pack(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
+    elif sys.argv[1:2] == ["unpack"] and len(sys.argv) == 3:
+        unpack(Path(sys.argv[2]))
+    else:
+        sys.exit(__doc__)

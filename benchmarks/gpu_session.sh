@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One short call on a lent GPU (H100/H200): everything this project wants from a GPU, at once.
+#
+#   1. pre-training throughput probes alone on the GPU (batch 1,024 and 8,192, Games + Scientific)
+#   2. then concurrently:
+#      a. Table 3 from-scratch rows on Online Retail: SASRec, UniSRec_t+ID, UniSRec_t x 3 seeds
+#         (9 processes, faithful batching, each capped at T3_MIN minutes of training)
+#      b. two pre-training runs capped at PRE_MIN minutes each, batch 8,192: Games (the source
+#         for the Scientific target, fine-tuned later on CPU) and Games + Scientific (the source
+#         for Online Retail, cross-platform like the paper)
+#      c. as soon as (b, Games + Scientific) is written: transfer to Online Retail,
+#         UniSRec_t and UniSRec_t+ID x 3 seeds from that checkpoint, capped at TR_MIN minutes
+#
+# Fresh machine, no network: python3 with torch (CUDA), numpy, pyarrow, safetensors, tqdm, pyyaml.
+# Before the call (here):  python3 benchmarks/gpu_data.py pack /work/data .gpu_data games scientific online_retail
+# and carry .gpu_data (or DATA=folder). Writes at most 8 files into $OUT: driver.log, probe.json, table3_gpu.tgz,
+# transfer_or.tgz (metrics.json + training_log.jsonl + config.json of every run, the summaries and
+# logs), pre_games.tgz, pre_games_scientific.tgz (config.json, model.safetensors, training log).
+# A dry run on CPU with small data: DEVICE=cpu DATA=/tmp/dry PROBES="64 128" PRE_BATCH=128 T3_MIN=0.3 PRE_MIN=0.2 \
+#   TR_MIN=0.3 OUT=/tmp/o bash benchmarks/gpu_session.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:?set OUT to the output folder}"
+DEVICE="${DEVICE:-cuda}"
+T3_MIN="${T3_MIN:-6}"; PRE_MIN="${PRE_MIN:-2.5}"; TR_MIN="${TR_MIN:-3.2}"
+SEEDS="${SEEDS:-2020,2021,2022}"
+W="${WORK:-/tmp/unisrec_gpu}"
+DATA="${DATA:-.gpu_data}"; PRE_BATCH="${PRE_BATCH:-8192}"
+mkdir -p "$OUT" "$W"
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
+LOG="$OUT/driver.log"
+t0=$(date +%s)
+say() { echo "[$(( $(date +%s) - t0 )) s] $*" >> "$LOG"; }
+{ nvidia-smi || true; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"; } >> "$LOG" 2>&1
+python3 benchmarks/gpu_data.py unpack "$DATA" >> "$LOG" 2>&1 || { say "unpack failed"; exit 1; }
+
+say "probes"
+timeout 120 python3 benchmarks/pretrain_gpu.py --data "$DATA" --out "$OUT" --probe ${PROBES:-1024 8192} >> "$LOG" 2>&1 || say "probe exit $?"
+
+say "table3 online_retail (scratch)"
+timeout $(( ${T3_MIN%.*} * 60 + 60 )) python3 benchmarks/reproduce_table3.py --datasets online_retail --seeds "$SEEDS" \
+  --data-root "$DATA" --runs "$W/table3" --device "$DEVICE" --threads 1 --parallel 9 --time-limit-minutes "$T3_MIN" \
+  --out "$W/table3_gpu" > "$W/table3_driver.log" 2>&1 &
+T3=$!
+say "pre-training games, games+scientific"
+for job in games_scientific:games,scientific games:games; do
+  OMP_NUM_THREADS=2 timeout $(( ${PRE_MIN%.*} * 60 + 60 )) python3 benchmarks/pretrain_gpu.py --data "$DATA" --out "$W/pre" \
+    --job "${job%%:*}" --datasets "${job#*:}" --minutes "$PRE_MIN" --batch-size "$PRE_BATCH" > "$W/pre_${job%%:*}.log" 2>&1 &
+  eval "PRE_${job%%:*}=\$!"
+done
+wait "$PRE_games_scientific"; say "games_scientific pre-training exit $?"
+say "transfer online_retail"
+timeout $(( ${TR_MIN%.*} * 60 + 60 )) python3 benchmarks/reproduce_table3.py --datasets online_retail --models unisrec_t_id,unisrec_t \
+  --seeds "$SEEDS" --init-from "$W/pre/games_scientific" --data-root "$DATA" --runs "$W/transfer" --device "$DEVICE" \
+  --threads 1 --parallel 6 --time-limit-minutes "$TR_MIN" --out "$W/transfer_or" > "$W/transfer_driver.log" 2>&1 &
+TR=$!
+wait "$PRE_games"; say "games pre-training exit $?"
+wait "$T3"; say "table3 exit $?"
+wait "$TR"; say "transfer exit $?"
+# a run killed by the hard timeout is tested at its best epoch so far and marked truncated
+python3 benchmarks/reproduce_table3.py --finalize --datasets online_retail --seeds "$SEEDS" --data-root "$DATA" \
+  --runs "$W/table3" --device "$DEVICE" --time-limit-minutes "$T3_MIN" --out "$W/table3_gpu" >> "$W/table3_driver.log" 2>&1
+python3 benchmarks/reproduce_table3.py --finalize --datasets online_retail --models unisrec_t_id,unisrec_t --seeds "$SEEDS" \
+  --init-from "$W/pre/games_scientific" --data-root "$DATA" --runs "$W/transfer" --device "$DEVICE" \
+  --time-limit-minutes "$TR_MIN" --out "$W/transfer_or" >> "$W/transfer_driver.log" 2>&1
+say "finalized"
+pack() {  # NAME DIR: the small files of every run (no weights) + summaries and logs
+  (cd "$W" && find "$2" -maxdepth 5 \( -name metrics.json -o -name training_log.jsonl -o -name config.json -o -name 'seed*.log' \) \
+     -not -path '*/resume/*' -not -path '*/catalogue/*' | tar czf "$OUT/$1.tgz" -T - "$1".md "$1".json "$3" 2>> "$LOG")
+}
+pack table3_gpu table3 table3_driver.log
+pack transfer_or transfer transfer_driver.log
+for j in games games_scientific; do
+  (cd "$W/pre" && tar czf "$OUT/pre_$j.tgz" "$j/config.json" "$j/model.safetensors" "$j/training_log.jsonl" "$j.json" "../pre_$j.log") 2>> "$LOG"
+done
+say "done"; ls -la "$OUT" >> "$LOG"
