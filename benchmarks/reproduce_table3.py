@@ -102,7 +102,7 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
     ]
     for (ds, model), rs in sorted(groups.items()):
         vals = {m: [r["metrics"]["test"][m] for r in rs] for m in METRICS}
-        paper = PAPER.get((ds, model))
+        paper = PAPER.get((ds, model)) or PAPER.get((ds.removesuffix("_shuffled"), model))  # same data, other tie order
         rel = {m: (float(np.mean(vals[m])) / p - 1) for m, p in zip(METRICS, paper)} if paper else {}
         entry = {
             "dataset": ds,

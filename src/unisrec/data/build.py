@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
 from unisrec.data.kcore import kcore_filter
 from unisrec.data.records import BadRecords, InputError
-from unisrec.data.sequences import build_sequences
+from unisrec.data.sequences import TIE_ORDERS, build_sequences
 
 DUPLICATES = ("drop", "error")
 
@@ -83,15 +83,20 @@ def assemble_dataset(
     min_item: int = 5,
     max_history: int = DEFAULT_MAX_HISTORY,
     manifest: dict | None = None,
+    ties: str = "input-order",
+    tie_seed: int = 0,
 ) -> Dataset:
     """Interactions (one row each: user code, item code, time) -> a leave-one-out :class:`Dataset`.
 
     Steps, in the release's order: exact duplicates removed (``dedup_keys`` beside user/item decide
     what "exact" means; ``duplicates="error"`` fails instead), interactions with an item outside
     ``item_allowed`` dropped (e.g. no meta record), iterative (min_user, min_item)-core, then each
-    user's items in time order (ties by input row) -> CSR sequences. ``item_texts(codes)`` gives the
+    user's items in time order (ties by input row, or shuffled with ``tie_seed`` when ``ties="shuffle"``)
+    -> CSR sequences. ``item_texts(codes)`` gives the
     text of the kept items. Every drop is counted in ``bad.dropped``.
     """
+    if ties not in TIE_ORDERS:
+        raise InputError(f"--ties must be one of {', '.join(TIE_ORDERS)}, not {ties!r}")
     if duplicates not in DUPLICATES:
         raise InputError(f"--duplicates must be one of {', '.join(DUPLICATES)}, not {duplicates!r}")
     n_raw = len(users)
@@ -127,14 +132,14 @@ def assemble_dataset(
         raise InputError(f"no interactions left after filtering ({', '.join(f'{k}: {v}' for k, v in bad.as_dict().items())}); "
                          "lower --min-user/--min-item or check the input")
 
-    user_codes, item_codes, offsets, seq_items = build_sequences(u, i, t)
+    user_codes, item_codes, offsets, seq_items = build_sequences(u, i, t, tie_seed if ties == "shuffle" else None)
     texts = item_texts(item_codes)
     meta = dict(manifest or {})
     meta.update(
         filters=steps,
         dropped=bad.as_dict(),
         bad_line_examples=dict(sorted(bad.examples.items())),
-        split={"protocol": "leave-one-out", "given": False, "order": "time, ties by input row",
+        split={"protocol": "leave-one-out", "given": False, "order": "time, ties by input row" if ties == "input-order" else f"time, ties shuffled (seed {tie_seed})",
                "max_history": max_history},
     )
     return Dataset(

@@ -22,6 +22,9 @@ Every dropped record is counted by reason in DIR/manifest.json ("dropped"). Bad 
 run with file + line + problem, unless --on-bad-lines skip (then they are counted as bad_line:KIND)."""
 
 
+from unisrec.data.sequences import TIE_ORDERS  # noqa: E402  (numpy only)
+
+
 def _common(p: argparse.ArgumentParser, kcore: bool = True) -> None:
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="dataset directory to write (replaced atomically)")
     p.add_argument("--name", help="dataset name recorded in the manifest (default: the output folder's name)")
@@ -34,6 +37,10 @@ def _common(p: argparse.ArgumentParser, kcore: bool = True) -> None:
         p.add_argument("--min-item", type=int, default=5, metavar="K", help="k-core: interactions per item (default %(default)s)")
         p.add_argument("--duplicates", choices=("drop", "error"), default="drop",
                        help="identical records: drop all but the first and count them (default, the paper's protocol) or stop")
+        p.add_argument("--ties", choices=TIE_ORDERS, default="input-order",
+                       help="order of a user's items with the same time: input-order (default, deterministic) or shuffle "
+                            "(seeded random order, like the authors' release; Online Retail invoices share one time)")
+        p.add_argument("--tie-seed", type=int, default=0, metavar="S", help="seed of --ties shuffle (default %(default)s)")
 
 
 def register(subparsers) -> None:
@@ -89,7 +96,7 @@ def register(subparsers) -> None:
 
 def _kcore_args(args) -> dict:
     return dict(name=args.name, min_user=args.min_user, min_item=args.min_item, max_history=args.max_history,
-                on_bad_lines=args.on_bad_lines, duplicates=args.duplicates)
+                on_bad_lines=args.on_bad_lines, duplicates=args.duplicates, ties=args.ties, tie_seed=args.tie_seed)
 
 
 def _summary(ds, started: float) -> int:

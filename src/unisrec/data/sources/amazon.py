@@ -114,6 +114,8 @@ def prepare_amazon(
     max_history: int = DEFAULT_MAX_HISTORY,
     on_bad_lines: str = "error",
     duplicates: str = "drop",
+    ties: str = "input-order",
+    tie_seed: int = 0,
     ratings_columns: tuple[str, ...] = RATINGS_COLUMNS,
 ) -> Dataset:
     """Prepare one Amazon category (see module docstring); saves to ``output`` if given."""
@@ -145,6 +147,8 @@ def prepare_amazon(
         where=table.where,
         dedup_keys={"rating": cols["rating"], "timestamp": cols["timestamp"]},
         duplicates=duplicates,
+        ties=ties,
+        tie_seed=tie_seed,
         item_allowed=has_meta,
         item_drop_reason="no_meta",
         min_user=min_user,

@@ -113,6 +113,8 @@ def prepare_online_retail(
     max_history: int = DEFAULT_MAX_HISTORY,
     on_bad_lines: str = "error",
     duplicates: str = "drop",
+    ties: str = "input-order",
+    tie_seed: int = 0,
     encoding: str = "auto",
 ) -> Dataset:
     """Prepare the Online Retail data (see module docstring); saves to ``output`` if given."""
@@ -152,6 +154,8 @@ def prepare_online_retail(
         where=lambda k: table.where(int(kept[k])),
         dedup_keys={"Quantity": cols["Quantity"][kept], "InvoiceDate": cols["InvoiceDate"][kept]},
         duplicates=duplicates,
+        ties=ties,
+        tie_seed=tie_seed,
         min_user=min_user,
         min_item=min_item,
         max_history=max_history,

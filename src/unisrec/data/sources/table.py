@@ -37,6 +37,8 @@ def prepare_table(
     max_history: int = DEFAULT_MAX_HISTORY,
     on_bad_lines: str = "error",
     duplicates: str = "drop",
+    ties: str = "input-order",
+    tie_seed: int = 0,
 ) -> Dataset:
     """Prepare a generic interactions table + item table (see module docstring)."""
     interactions, items = Path(interactions), Path(items)
@@ -79,6 +81,8 @@ def prepare_table(
         where=inter.where,
         dedup_keys={"time": inter.columns[time_col]},
         duplicates=duplicates,
+        ties=ties,
+        tie_seed=tie_seed,
         item_allowed=allowed,
         item_drop_reason="no_item_text",
         min_user=min_user,
