@@ -102,6 +102,26 @@ def test_table_source_split_and_history_cap(tmp_path):
     assert len(tgt) == (60 - 3) + 5 * (8 - 3)
 
 
+def test_table_source_shuffled_ties_recorded_and_repeatable(tmp_path):
+    inter, items = write_table(tmp_path)
+    header, *rows = inter.read_text().splitlines()
+    # every interaction at one time, as all lines of an Online Retail invoice are
+    inter.write_text("\n".join([header, *(r.rsplit(",", 1)[0] + ",1000" for r in rows)]) + "\n")
+    kw = dict(text_cols=("title", "brand"), min_user=1, min_item=1)
+    base = prepare_table(inter, items, tmp_path / "a", **kw)
+    s1 = prepare_table(inter, items, tmp_path / "b", ties="shuffle", tie_seed=1, **kw)
+    s1b = prepare_table(inter, items, tmp_path / "c", ties="shuffle", tie_seed=1, **kw)
+
+    def ids(ds):
+        return [[ds.item_ids[k - 1] for k in ds.sequence(u)] for u in range(ds.num_users)]
+
+    assert ids(base)[1] == [f"item{1 + t}" for t in range(8)]  # input order kept by default
+    assert ids(s1) == ids(s1b) and ids(s1) != ids(base)
+    assert sorted(map(sorted, ids(s1))) == sorted(map(sorted, ids(base)))  # same interactions, other order
+    assert "shuffled (seed 1)" in s1.manifest["split"]["order"]
+    assert base.manifest["split"]["order"] == "time, ties by input row"
+
+
 def test_table_parquet_and_column_options(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

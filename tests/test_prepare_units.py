@@ -84,6 +84,22 @@ def test_ties_broken_by_input_row_order():
     assert chronological_order(users, times).tolist() == [2, 1, 3, 0, 4]
 
 
+def test_shuffled_ties_keep_time_order_and_repeat_for_a_seed():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 5, size=400)
+    times = rng.integers(0, 4, size=400)  # many ties
+    a = chronological_order(users, times, shuffle_seed=7)
+    assert sorted(a.tolist()) == list(range(400))
+    key = users[a] * 10 + times[a]
+    assert np.all(np.diff(key) >= 0)  # still ordered by (user, time)
+    assert a.tolist() == chronological_order(users, times, shuffle_seed=7).tolist()
+    assert a.tolist() != chronological_order(users, times, shuffle_seed=8).tolist()
+    assert a.tolist() != chronological_order(users, times).tolist()
+    # no ties: every seed gives the one chronological order
+    t = np.arange(400)[::-1]
+    assert chronological_order(users, t, shuffle_seed=3).tolist() == chronological_order(users, t).tolist()
+
+
 def test_build_sequences_numbers_items_by_first_appearance():
     users = np.array([0, 1, 0, 1, 0])
     items = np.array([7, 9, 8, 7, 7])
