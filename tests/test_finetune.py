@@ -171,3 +171,13 @@ def test_grouped_step_equals_padded_release_step(toy):
     s = m.encoder(m.item_representations(seq), torch.from_numpy(lens))
     release = F.cross_entropy(m.scores(s, m.item_representations()), torch.from_numpy(tgt))
     torch.testing.assert_close(ours, release, rtol=1e-5, atol=1e-6)
+
+
+def test_time_limit_never_starts_an_epoch_past_the_cap(toy, tmp_path):
+    # a cap shorter than one epoch: exactly one epoch runs, then the best checkpoint is tested
+    metrics = train_sasrec(toy, tmp_path / "m", cfg(epochs=50, time_limit_minutes=1e-6))
+    assert metrics["stop_reason"] == "time_limit" and metrics["epochs_run"] == 1
+    assert (tmp_path / "m" / "metrics.json").is_file()
+    # a generous cap changes nothing: the epoch bound ends the run
+    metrics = train_sasrec(toy, tmp_path / "n", cfg(epochs=2, time_limit_minutes=60))
+    assert metrics["stop_reason"] == "max_epochs" and metrics["epochs_run"] == 2
