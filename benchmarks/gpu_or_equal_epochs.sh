@@ -12,6 +12,7 @@
 # of every run, the two summaries, logs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. benchmarks/gpu_lib.sh
 OUT="${OUT:?set OUT to the output folder}"
 DATA="${DATA:-.gpu_data}"; NAME="${NAME:-online_retail_shuffled}"; CKPT="${CKPT:-$DATA/pre_games_scientific}"
 DEVICE="${DEVICE:-cuda}"; EPOCHS="${EPOCHS:-5}"; MINUTES="${MINUTES:-6}"; SEEDS="${SEEDS:-2020,2021,2022}"
@@ -37,7 +38,6 @@ python3 benchmarks/reproduce_table3.py "${common[@]}" --finalize --runs "$W/scra
 python3 benchmarks/reproduce_table3.py "${common[@]}" --models unisrec_t_id,unisrec_t --init-from "$CKPT" --finalize \
   --runs "$W/pretrained" --out "$W/pretrained" >> "$W/pretrained_driver.log" 2>&1
 say "finalized"
-(cd "$W" && find scratch pretrained -maxdepth 5 \( -name metrics.json -o -name training_log.jsonl -o -name config.json -o -name 'seed*.log' \) \
-   -not -path '*/resume/*' -not -path '*/catalogue/*' | tar czf "$OUT/or_equal_epochs.tgz" -T - scratch.md scratch.json \
-   pretrained.md pretrained.json scratch_driver.log pretrained_driver.log) 2>> "$LOG"
+pack_runs "$OUT/or_equal_epochs.tgz" "$W" scratch pretrained -- scratch.md scratch.json pretrained.md pretrained.json \
+  scratch_driver.log pretrained_driver.log 2>> "$LOG"
 say "done"

@@ -20,6 +20,7 @@
 #   TR_MIN=0.3 OUT=/tmp/o bash benchmarks/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. benchmarks/gpu_lib.sh
 OUT="${OUT:?set OUT to the output folder}"
 DEVICE="${DEVICE:-cuda}"
 T3_MIN="${T3_MIN:-6}"; PRE_MIN="${PRE_MIN:-2.5}"; TR_MIN="${TR_MIN:-3.2}"
@@ -64,12 +65,8 @@ python3 benchmarks/reproduce_table3.py --finalize --datasets online_retail --mod
   --init-from "$W/pre/games_scientific" --data-root "$DATA" --runs "$W/transfer" --device "$DEVICE" \
   --time-limit-minutes "$TR_MIN" --out "$W/transfer_or" >> "$W/transfer_driver.log" 2>&1
 say "finalized"
-pack() {  # NAME DIR: the small files of every run (no weights) + summaries and logs
-  (cd "$W" && find "$2" -maxdepth 5 \( -name metrics.json -o -name training_log.jsonl -o -name config.json -o -name 'seed*.log' \) \
-     -not -path '*/resume/*' -not -path '*/catalogue/*' | tar czf "$OUT/$1.tgz" -T - "$1".md "$1".json "$3" 2>> "$LOG")
-}
-pack table3_gpu table3 table3_driver.log
-pack transfer_or transfer transfer_driver.log
+pack_runs "$OUT/table3_gpu.tgz" "$W" table3 -- table3_gpu.md table3_gpu.json table3_driver.log 2>> "$LOG"
+pack_runs "$OUT/transfer_or.tgz" "$W" transfer -- transfer_or.md transfer_or.json transfer_driver.log 2>> "$LOG"
 for j in games games_scientific; do
   (cd "$W/pre" && tar czf "$OUT/pre_$j.tgz" "$j/config.json" "$j/model.safetensors" "$j/training_log.jsonl" "$j.json" "../pre_$j.log") 2>> "$LOG"
 done

@@ -92,8 +92,7 @@ def assemble_dataset(
     what "exact" means; ``duplicates="error"`` fails instead), interactions with an item outside
     ``item_allowed`` dropped (e.g. no meta record), iterative (min_user, min_item)-core, then each
     user's items in time order (ties by input row, or shuffled with ``tie_seed`` when ``ties="shuffle"``)
-    -> CSR sequences. ``item_texts(codes)`` gives the
-    text of the kept items. Every drop is counted in ``bad.dropped``.
+    -> CSR sequences. ``item_texts(codes)`` gives the text of the kept items. Every drop is counted in ``bad.dropped``.
     """
     if ties not in TIE_ORDERS:
         raise InputError(f"--ties must be one of {', '.join(TIE_ORDERS)}, not {ties!r}")
@@ -132,14 +131,15 @@ def assemble_dataset(
         raise InputError(f"no interactions left after filtering ({', '.join(f'{k}: {v}' for k, v in bad.as_dict().items())}); "
                          "lower --min-user/--min-item or check the input")
 
-    user_codes, item_codes, offsets, seq_items = build_sequences(u, i, t, tie_seed if ties == "shuffle" else None)
+    shuffle_seed = tie_seed if ties == "shuffle" else None
+    user_codes, item_codes, offsets, seq_items = build_sequences(u, i, t, shuffle_seed)
     texts = item_texts(item_codes)
     meta = dict(manifest or {})
     meta.update(
         filters=steps,
         dropped=bad.as_dict(),
         bad_line_examples=dict(sorted(bad.examples.items())),
-        split={"protocol": "leave-one-out", "given": False, "order": "time, ties by input row" if ties == "input-order" else f"time, ties shuffled (seed {tie_seed})",
+        split={"protocol": "leave-one-out", "given": False, "order": "time, ties by input row" if shuffle_seed is None else f"time, ties shuffled (seed {shuffle_seed})",
                "max_history": max_history},
     )
     return Dataset(

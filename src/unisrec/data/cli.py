@@ -10,6 +10,7 @@ import json
 import time
 
 from unisrec.data.dataset import DEFAULT_MAX_HISTORY
+from unisrec.data.sequences import TIE_ORDERS
 
 EPILOG_PREPARE = """\
 examples:
@@ -20,9 +21,6 @@ examples:
 
 Every dropped record is counted by reason in DIR/manifest.json ("dropped"). Bad input lines stop the
 run with file + line + problem, unless --on-bad-lines skip (then they are counted as bad_line:KIND)."""
-
-
-from unisrec.data.sequences import TIE_ORDERS  # noqa: E402  (numpy only)
 
 
 def _common(p: argparse.ArgumentParser, kcore: bool = True) -> None:

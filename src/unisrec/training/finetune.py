@@ -321,7 +321,8 @@ def fit(
             break
         # stop when the next epoch (assumed as long as this one) would end past the cap, so a
         # capped run finishes inside its budget instead of overrunning it by up to one epoch
-        if config.time_limit_minutes and (2 * time.time() - t_start - t0) / 60 >= config.time_limit_minutes:
+        now = time.time()
+        if config.time_limit_minutes and ((now - t_start) + (now - t0)) / 60 >= config.time_limit_minutes:
             stop_reason = "time_limit"
             say(f"time limit of {config.time_limit_minutes} min reached after epoch {epoch}")
             break
