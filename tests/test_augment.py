@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unisrec.data.augment import augment_batch, item_drop, word_drop
+from unisrec.data.augment import augment_batch, item_drop, swap_word_drop_features
 
 
 def batch(rng, b=400, l=12, n_items=50):
@@ -48,7 +48,7 @@ def test_item_drop_p1_leaves_only_the_first_item():
 def test_word_drop_swaps_features_at_exactly_the_masked_real_positions():
     rng = np.random.default_rng(5)
     hist, lengths = batch(rng)
-    out, swap = word_drop(hist, lengths, 0.3, 1000, np.random.default_rng(6))
+    out, swap = swap_word_drop_features(hist, lengths, 0.3, 1000, np.random.default_rng(6))
     real = np.arange(hist.shape[1])[None, :] < lengths[:, None]
     assert not (swap & ~real).any()  # padding never swapped
     assert np.array_equal(out[swap], hist[swap] + 1000)

@@ -4,9 +4,9 @@ Histories are left-aligned (real items first, padding 0 after), as ``Dataset.exa
 
 * item drop: each item is dropped with probability p (0.2), the first item is always kept, the
   order of the kept items is preserved, so a view is never empty;
-* word drop: each real position's text feature is replaced, with probability p (0.2), by its
-  "feat2" copy -- the feature of the same text with 15% of its words dropped (``unisrec encode
-  --word-drop``). The feature table used in pre-training holds the clean rows at indices
+* word drop (``swap_word_drop_features``): each real position's text feature is replaced, with
+  probability p (0.2), by its "feat2" copy -- the feature of the same text with 15% of its words
+  dropped (``unisrec encode --word-drop``). The feature table used in pre-training holds the clean rows at indices
   1..n and the word-drop rows at n+1..2n, so word drop is just ``index + n`` at chosen positions.
 
 Each sequence gets item drop with probability 0.9 and word drop otherwise (SPEC "Pre-training").
@@ -37,7 +37,7 @@ def item_drop(hist: np.ndarray, lengths: np.ndarray, drop_prob: float, rng: np.r
     return out, new_len.astype(lengths.dtype)
 
 
-def word_drop(
+def swap_word_drop_features(
     hist: np.ndarray, lengths: np.ndarray, drop_prob: float, augmented_offset: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace each real position's item index i by ``i + augmented_offset`` (its feat2 row) with
@@ -60,7 +60,7 @@ def augment_batch(
     ``item_drop_prob``, word drop otherwise. Returns (augmented histories, lengths)."""
     use_item_drop = rng.random(hist.shape[0]) < item_drop_prob
     dropped, dropped_len = item_drop(hist, lengths, drop_prob, rng)
-    swapped, _ = word_drop(hist, lengths, drop_prob, augmented_offset, rng)
+    swapped, _ = swap_word_drop_features(hist, lengths, drop_prob, augmented_offset, rng)
     aug = np.where(use_item_drop[:, None], dropped, swapped)
     aug_len = np.where(use_item_drop, dropped_len, lengths)
     return aug, aug_len

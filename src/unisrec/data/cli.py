@@ -92,9 +92,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=_export_atomic)
 
 
-def _kcore_args(args) -> dict:
-    return dict(name=args.name, min_user=args.min_user, min_item=args.min_item, max_history=args.max_history,
-                on_bad_lines=args.on_bad_lines, duplicates=args.duplicates, ties=args.ties, tie_seed=args.tie_seed)
+def _options(args):
+    """The options every source shares, built once from the common flags."""
+    from unisrec.data.build import PrepareOptions
+
+    values = {k: getattr(args, k) for k in ("name", "max_history", "on_bad_lines", "force", "min_user", "min_item",
+                                             "duplicates", "ties", "tie_seed") if hasattr(args, k)}
+    return PrepareOptions.build(args.output, **values)
 
 
 def _summary(ds, started: float) -> int:
@@ -114,34 +118,30 @@ def _prepare_amazon(args) -> int:
 
     t0 = time.perf_counter()
     cols = tuple(c.strip() for c in args.ratings_columns.split(","))
-    ds = prepare_amazon(args.ratings, args.meta, args.output, ratings_columns=cols, **_kcore_args(args))
-    return _summary(ds, t0)
+    return _summary(prepare_amazon(args.ratings, args.meta, ratings_columns=cols, options=_options(args)), t0)
 
 
 def _prepare_online_retail(args) -> int:
     from unisrec.data.sources.online_retail import prepare_online_retail
 
     t0 = time.perf_counter()
-    ds = prepare_online_retail(args.input, args.output, encoding=args.encoding, **_kcore_args(args))
-    return _summary(ds, t0)
+    return _summary(prepare_online_retail(args.input, encoding=args.encoding, options=_options(args)), t0)
 
 
 def _prepare_atomic(args) -> int:
     from unisrec.data.sources.atomic import prepare_atomic
 
     t0 = time.perf_counter()
-    ds = prepare_atomic(args.input, args.output, name=args.name, stem=args.stem, max_history=args.max_history,
-                        on_bad_lines=args.on_bad_lines)
-    return _summary(ds, t0)
+    return _summary(prepare_atomic(args.input, stem=args.stem, options=_options(args)), t0)
 
 
 def _prepare_table(args) -> int:
     from unisrec.data.sources.table import prepare_table
 
     t0 = time.perf_counter()
-    ds = prepare_table(args.interactions, args.items, args.output, user_col=args.user_col, item_col=args.item_col,
+    ds = prepare_table(args.interactions, args.items, user_col=args.user_col, item_col=args.item_col,
                        time_col=args.time_col, item_id_col=args.item_id_col, text_cols=tuple(args.text_cols),
-                       **_kcore_args(args))
+                       options=_options(args))
     return _summary(ds, t0)
 
 

@@ -4,7 +4,7 @@ Domain d's item indices 1..n_d become ``offset_d + 1 .. offset_d + n_d`` (offset
 cumulative), so one index space of T = sum n_d items covers all domains and row 0 stays padding.
 The feature table handed to the model has 1 + 2T rows: [padding, clean features of every domain,
 word-drop ("feat2") features of every domain]; the word-drop copy of global item i is row i + T
-(see ``data.augment.word_drop``).
+(see ``data.augment.swap_word_drop_features``).
 
 Examples are each domain's training prefixes (``Dataset.examples("train")``: targets at positions
 1..len-3, the last two items held out for validation/test) -- what the authors' release

@@ -15,14 +15,15 @@ import ast
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from unisrec.data.build import assemble_dataset, describe_inputs, encode
+from unisrec.data.build import Interactions, PrepareOptions, encode, finish_prepare, preparing
 from unisrec.data.cleaning import AMAZON_TEXT_FIELDS, amazon_item_text, is_empty_text
-from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
+from unisrec.data.dataset import Dataset
 from unisrec.data.records import BadRecords, InputError
 from unisrec.data.tables import Column, check_file, read_csv_table
 
@@ -108,62 +109,36 @@ def prepare_amazon(
     meta: str | Path,
     output: str | Path | None = None,
     *,
-    name: str | None = None,
-    min_user: int = 5,
-    min_item: int = 5,
-    max_history: int = DEFAULT_MAX_HISTORY,
-    on_bad_lines: str = "error",
-    duplicates: str = "drop",
-    ties: str = "input-order",
-    tie_seed: int = 0,
     ratings_columns: tuple[str, ...] = RATINGS_COLUMNS,
+    options: PrepareOptions | None = None,
+    **option_values: Any,
 ) -> Dataset:
-    """Prepare one Amazon category (see module docstring); saves to ``output`` if given."""
+    """Prepare one Amazon category (see module docstring); saves to ``output`` if given.
+
+    Keyword arguments (``name``, ``min_user``, ``min_item``, ``max_history``, ``on_bad_lines``,
+    ``duplicates``, ``ties``, ``tie_seed``, ``force``) are :class:`PrepareOptions` fields."""
+    opts = PrepareOptions.build(output, options, **option_values)
     ratings, meta = Path(ratings), Path(meta)
-    check_file(meta, "--meta")
-    if sorted(ratings_columns) != sorted(RATINGS_COLUMNS):
-        raise InputError(f"--ratings-columns must name {', '.join(RATINGS_COLUMNS)} once each, got {', '.join(ratings_columns)}")
-    bad = BadRecords(on_bad_lines)
-    table = read_csv_table(check_file(ratings, "--ratings"), [Column(c, _KINDS[c]) for c in RATINGS_COLUMNS], bad,
-                           names=list(ratings_columns), delimiter=",")
-    cols = table.columns
-    users, user_values = encode(cols["user"])
-    items, item_values = encode(cols["item"])
-    texts, n_meta = read_meta(meta, set(item_values.to_pylist()), bad)
-    has_meta = np.fromiter((iid in texts for iid in item_values.to_pylist()), dtype=bool, count=len(item_values))
+    inputs = {"ratings": ratings, "meta": meta}
+    with preparing(opts, inputs):
+        check_file(meta, "--meta")
+        if sorted(ratings_columns) != sorted(RATINGS_COLUMNS):
+            raise InputError(f"--ratings-columns must name {', '.join(RATINGS_COLUMNS)} once each, got {', '.join(ratings_columns)}")
+        bad = BadRecords(opts.on_bad_lines)
+        table = read_csv_table(check_file(ratings, "--ratings"), [Column(c, _KINDS[c]) for c in RATINGS_COLUMNS], bad,
+                               names=list(ratings_columns), delimiter=",")
+        cols = table.columns
+        users, user_values = encode(cols["user"])
+        items, item_values = encode(cols["item"])
+        texts, n_meta = read_meta(meta, set(item_values.to_pylist()), bad)
+        has_meta = np.fromiter((iid in texts for iid in item_values.to_pylist()), dtype=bool, count=len(item_values))
 
-    def item_texts(codes: np.ndarray) -> list[str]:
-        return [texts[iid] for iid in item_values.take(pa.array(codes)).to_pylist()]
+        def item_texts(codes: np.ndarray) -> list[str]:
+            return [texts[iid] for iid in item_values.take(pa.array(codes)).to_pylist()]
 
-    ds = assemble_dataset(
-        name=name or (Path(output).name if output else ratings.stem),
-        users=users,
-        items=items,
-        times=cols["timestamp"],
-        user_values=user_values,
-        item_values=item_values,
-        item_texts=item_texts,
-        bad=bad,
-        where=table.where,
-        dedup_keys={"rating": cols["rating"], "timestamp": cols["timestamp"]},
-        duplicates=duplicates,
-        ties=ties,
-        tie_seed=tie_seed,
-        item_allowed=has_meta,
-        item_drop_reason="no_meta",
-        min_user=min_user,
-        min_item=min_item,
-        max_history=max_history,
-        manifest={
-            "source": "amazon",
-            "inputs": describe_inputs(ratings=ratings, meta=meta),
-            "meta_records": n_meta,
-            "options": {"min_user": min_user, "min_item": min_item, "max_history": max_history,
-                        "on_bad_lines": on_bad_lines, "duplicates": duplicates,
-                        "ratings_columns": list(ratings_columns)},
-            "text_fields": list(AMAZON_TEXT_FIELDS),
-        },
-    )
-    if output is not None:
-        ds.save(output)
-    return ds
+        inter = Interactions(users, items, cols["timestamp"], user_values, item_values, item_texts, table.where,
+                             dedup_keys={"rating": cols["rating"], "timestamp": cols["timestamp"]},
+                             item_allowed=has_meta, item_drop_reason="no_meta")
+        return finish_prepare(inter, bad, opts, source="amazon", inputs=inputs, default_name=ratings.stem,
+                              options={"ratings_columns": list(ratings_columns)},
+                              manifest={"meta_records": n_meta, "text_fields": list(AMAZON_TEXT_FIELDS)})

@@ -17,14 +17,15 @@ is then checked against every row of every file: each row must come out exactly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from unisrec.data.build import describe_inputs
+from unisrec.data.build import PrepareOptions, describe_inputs, preparing, write_prepared
 from unisrec.data.cleaning import is_empty_text
-from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
+from unisrec.data.dataset import Dataset
 from unisrec.data.records import BadRecords, InputError
 from unisrec.data.tables import Column, RawTable, check_file, read_csv_table
 
@@ -97,99 +98,113 @@ def _rows_of(inter: dict) -> np.ndarray:
     return np.repeat(np.arange(len(inter["hist_len"])), inter["hist_len"])
 
 
+_FILTER_OPTIONS = ("min_user", "min_item", "duplicates", "ties", "tie_seed")
+
+
 def prepare_atomic(
     input: str | Path,
     output: str | Path | None = None,
     *,
-    name: str | None = None,
     stem: str | None = None,
-    max_history: int = DEFAULT_MAX_HISTORY,
-    on_bad_lines: str = "error",
+    options: PrepareOptions | None = None,
+    **option_values: Any,
 ) -> Dataset:
-    """Import atomic files (see module docstring); saves to ``output`` if given."""
+    """Import atomic files (see module docstring); saves to ``output`` if given.
+
+    Keyword arguments (``name``, ``max_history``, ``on_bad_lines``, ``force``) are
+    :class:`PrepareOptions` fields; the filtering ones do not apply (the split is given)."""
+    given = sorted(set(option_values) & set(_FILTER_OPTIONS))
+    if given:
+        raise TypeError(f"prepare_atomic keeps the given split; it takes no {', '.join(given)}")
+    opts = PrepareOptions.build(output, options, **option_values)
     folder = Path(input)
     stem = find_stem(folder, stem)
-    bad = BadRecords(on_bad_lines)
     files = {k: folder / f"{stem}.{k}" for k in ("train.inter", "valid.inter", "test.inter", "text", "item", "item2index", "user2index")}
+    inputs = {k.replace(".", "_"): p for k, p in files.items() if p.is_file()}
+    with preparing(opts, inputs):
+        bad = BadRecords(opts.on_bad_lines)
+        item_ids, item_tokens, item_texts = _read_catalogue(files, stem, bad)
+        user_ids = user_tokens = None
+        if files["user2index"].is_file():
+            user_ids, user_tokens = read_two_columns(check_file(files["user2index"], "user2index"), bad)
+        check_file(files["test.inter"], "test")
+        splits = {"test": read_inter(files["test.inter"], bad),
+                  "valid": read_inter(check_file(files["valid.inter"], "valid"), bad) if files["valid.inter"].is_file() else None,
+                  "train": read_inter(files["train.inter"], bad) if files["train.inter"].is_file() else None}
+        if user_tokens is None:  # users = test-file rows, in order
+            user_ids = user_tokens = splits["test"]["users"]
+        pos_of = _user_positions(splits, files, user_tokens, item_tokens)
+        test, valid, train = splits["test"], splits["valid"], splits["train"]
+        seq_user, seq_key, seq_item = _rebuild(test, valid, train, pos_of, opts.max_history)
+        order = np.lexsort((seq_key, seq_user))
+        offsets = np.zeros(len(test["u"]) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(seq_user, minlength=len(test["u"])), out=offsets[1:])
+        ds = Dataset(
+            name=opts.dataset_name(stem),
+            item_ids=item_ids.to_pylist(),
+            item_texts=item_texts,
+            user_ids=user_ids.take(pa.array(test["u"])).to_pylist(),
+            seq_offsets=offsets,
+            seq_items=seq_item[order].astype(np.int32),
+            manifest={
+                "source": "atomic",
+                "inputs": describe_inputs(**inputs),
+                "options": {"stem": stem, **opts.record(kcore=False)},
+                "split": {"protocol": "leave-one-out", "given": True, "max_history": opts.max_history,
+                          "note": "split taken from the .inter files as given; every row checked to be reproduced"},
+                "filters": [],
+                "dropped": bad.as_dict(),
+                "bad_line_examples": dict(sorted(bad.examples.items())),
+                "rebuilt_from": "train+valid+test" if train is not None else "valid+test",
+            },
+        )
+        for split, inter in splits.items():
+            if inter is not None:
+                _check_split(ds, split, inter, pos_of, opts.max_history)
+        return write_prepared(ds, opts, inputs)
+
+
+def _read_catalogue(files: dict[str, Path], stem: str, bad: BadRecords) -> tuple[pa.Array, pa.Array, list[str]]:
+    """(item ids, the item tokens the .inter files use, item texts): our item k+1 <-> file index k
+    (with item2index) or the k-th row of the text file."""
     text_file = files["text"] if files["text"].is_file() else files["item"]
     check_file(text_file, f"item text ({stem}.text or {stem}.item)")
-    check_file(files["test.inter"], "test")
     raw_items, texts, text_table = read_item_text(text_file, bad)
-    empty = [k for k, s in enumerate(texts) if is_empty_text(s)]
-    for k in empty:
+    for k in [k for k, s in enumerate(texts) if is_empty_text(s)]:
         bad.bad("empty_text", text_table.where(k), f"item {raw_items[k].as_py()!r} has an empty text")
-    # catalogue: our item k+1 <-> file index k (with item2index) or k-th row of the text file
-    if files["item2index"].is_file():
-        item_ids, item_tokens = read_two_columns(check_file(files["item2index"], "item2index"), bad)
-        text_pos = pc.index_in(item_ids, value_set=raw_items).to_numpy(zero_copy_only=False)
-        lacking = np.isnan(text_pos) if text_pos.dtype.kind == "f" else np.zeros(len(item_ids), bool)
-        if lacking.any():
-            k = int(np.argmax(lacking))
-            raise InputError(f"{text_file}: no text for item {item_ids[k].as_py()!r} of {files['item2index'].name}")
-        item_texts = [texts[int(p)] for p in text_pos]
-    else:
-        item_ids, item_tokens, item_texts = raw_items, raw_items, texts
-    if files["user2index"].is_file():
-        user_ids, user_tokens = read_two_columns(check_file(files["user2index"], "user2index"), bad)
-    else:
-        user_ids = user_tokens = None
+    if not files["item2index"].is_file():
+        return raw_items, raw_items, texts
+    item_ids, item_tokens = read_two_columns(check_file(files["item2index"], "item2index"), bad)
+    text_pos = pc.index_in(item_ids, value_set=raw_items).to_numpy(zero_copy_only=False)
+    lacking = np.isnan(text_pos) if text_pos.dtype.kind == "f" else np.zeros(len(item_ids), bool)
+    if lacking.any():
+        k = int(np.argmax(lacking))
+        raise InputError(f"{text_file}: no text for item {item_ids[k].as_py()!r} of {files['item2index'].name}")
+    return item_ids, item_tokens, [texts[int(p)] for p in text_pos]
 
-    test = read_inter(files["test.inter"], bad)
-    valid = read_inter(check_file(files["valid.inter"], "valid"), bad) if files["valid.inter"].is_file() else None
-    train = read_inter(files["train.inter"], bad) if files["train.inter"].is_file() else None
-    if user_tokens is None:  # users = test-file rows, in order
-        user_ids = user_tokens = test["users"]
-    users = {}
-    for split, inter in (("test", test), ("valid", valid), ("train", train)):
+
+def _user_positions(splits: dict, files: dict[str, Path], user_tokens: pa.Array, item_tokens: pa.Array) -> np.ndarray:
+    """Codes every split's rows (``u``, ``t``, ``h``) and returns, per user code, its dataset
+    position (the order of the test file; -1 for users without a test row)."""
+    for inter in splits.values():
         if inter is None:
             continue
         tab = inter["table"]
         inter["u"] = _codes(inter["users"], user_tokens, tab.where, "user")
         inter["t"] = _codes(inter["targets"], item_tokens, tab.where, "item") + 1
         hist_rows = _rows_of(inter)
-        inter["h"] = _codes(inter["hist"], item_tokens, lambda k: tab.where(int(hist_rows[k])), "item") + 1
-        users[split] = inter["u"]
+        inter["h"] = _codes(inter["hist"], item_tokens, lambda k, tab=tab, rows=hist_rows: tab.where(int(rows[k])), "item") + 1
+    test = splits["test"]
     if len(np.unique(test["u"])) != len(test["u"]):
         raise InputError(f"{files['test.inter']}: a user has more than one test row")
-    # users in the order of the test file; map every user code to its dataset position
-    n_users_all = len(user_tokens)
-    pos_of = np.full(n_users_all, -1, dtype=np.int64)
+    pos_of = np.full(len(user_tokens), -1, dtype=np.int64)
     pos_of[test["u"]] = np.arange(len(test["u"]))
     for split in ("valid", "train"):
-        if split in users and (pos_of[users[split]] < 0).any():
-            inter = valid if split == "valid" else train
-            k = int(np.argmax(pos_of[users[split]] < 0))
+        inter = splits[split]
+        if inter is not None and (pos_of[inter["u"]] < 0).any():
+            k = int(np.argmax(pos_of[inter["u"]] < 0))
             raise InputError(f"{inter['table'].where(k)}: user {inter['users'][k].as_py()!r} has no test row")
-    seq_user, seq_key, seq_item = _rebuild(test, valid, train, pos_of, max_history)
-    order = np.lexsort((seq_key, seq_user))
-    n_users = len(test["u"])
-    offsets = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(seq_user, minlength=n_users), out=offsets[1:])
-    ds = Dataset(
-        name=name or (Path(output).name if output else stem),
-        item_ids=item_ids.to_pylist(),
-        item_texts=item_texts,
-        user_ids=user_ids.take(pa.array(test["u"])).to_pylist(),
-        seq_offsets=offsets,
-        seq_items=seq_item[order].astype(np.int32),
-        manifest={
-            "source": "atomic",
-            "inputs": describe_inputs(**{k.replace(".", "_"): p for k, p in files.items() if p.is_file()}),
-            "options": {"stem": stem, "max_history": max_history, "on_bad_lines": on_bad_lines},
-            "split": {"protocol": "leave-one-out", "given": True, "max_history": max_history,
-                      "note": "split taken from the .inter files as given; every row checked to be reproduced"},
-            "filters": [],
-            "dropped": bad.as_dict(),
-            "bad_line_examples": dict(sorted(bad.examples.items())),
-            "rebuilt_from": "train+valid+test" if train is not None else "valid+test",
-        },
-    )
-    for split, inter in (("test", test), ("valid", valid), ("train", train)):
-        if inter is not None:
-            _check_split(ds, split, inter, pos_of, max_history)
-    if output is not None:
-        ds.save(output)
-    return ds
+    return pos_of
 
 
 def _rebuild(test, valid, train, pos_of, cap):

@@ -15,14 +15,15 @@ takes the first one outright, which gives texts such as "?." (counts are the sam
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from unisrec.data.build import assemble_dataset, describe_inputs, encode
+from unisrec.data.build import Interactions, PrepareOptions, encode, finish_prepare, preparing
 from unisrec.data.cleaning import online_retail_text
-from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
+from unisrec.data.dataset import Dataset
 from unisrec.data.records import BadRecords, InputError
 from unisrec.data.tables import Column, RawTable, check_file, read_csv_table, read_parquet_table, table_format
 
@@ -107,67 +108,50 @@ def prepare_online_retail(
     input: str | Path,
     output: str | Path | None = None,
     *,
-    name: str | None = None,
-    min_user: int = 5,
-    min_item: int = 5,
-    max_history: int = DEFAULT_MAX_HISTORY,
-    on_bad_lines: str = "error",
-    duplicates: str = "drop",
-    ties: str = "input-order",
-    tie_seed: int = 0,
     encoding: str = "auto",
+    options: PrepareOptions | None = None,
+    **option_values: Any,
 ) -> Dataset:
-    """Prepare the Online Retail data (see module docstring); saves to ``output`` if given."""
-    bad = BadRecords(on_bad_lines)
-    table = read_online_retail(Path(input), bad, encoding)
-    cols = table.columns
-    desc = pc.utf8_trim_whitespace(cols["Description"])
-    has_desc = ~pc.is_in(desc, value_set=pa.array(MISSING_DESCRIPTIONS)).to_numpy(zero_copy_only=False)
-    bad.drop("missing_description", int((~has_desc).sum()))
-    kept = np.flatnonzero(has_desc)
-    take = pa.array(kept)
+    """Prepare the Online Retail data (see module docstring); saves to ``output`` if given.
 
-    users, user_values = encode(cols["InvoiceNo"].take(take))
-    items, item_values = encode(cols["StockCode"].take(take))
-    descriptions = cols["Description"].take(take)
-    # An item's text is its first description in file order that holds a word: the release takes the
-    # first one outright, which gives texts like "?." for items whose first row is a stock note.
+    Keyword arguments other than ``encoding`` are :class:`PrepareOptions` fields."""
+    opts = PrepareOptions.build(output, options, **option_values)
+    inputs = {"input": Path(input)}
+    with preparing(opts, inputs):
+        bad = BadRecords(opts.on_bad_lines)
+        table = read_online_retail(Path(input), bad, encoding)
+        cols = table.columns
+        desc = pc.utf8_trim_whitespace(cols["Description"])
+        has_desc = ~pc.is_in(desc, value_set=pa.array(MISSING_DESCRIPTIONS)).to_numpy(zero_copy_only=False)
+        bad.drop("missing_description", int((~has_desc).sum()))
+        kept = np.flatnonzero(has_desc)
+        take = pa.array(kept)
+        users, user_values = encode(cols["InvoiceNo"].take(take))
+        items, item_values = encode(cols["StockCode"].take(take))
+        first_row, descriptions = _text_rows(items, cols["Description"].take(take))
+
+        def item_texts(codes: np.ndarray) -> list[str]:
+            return [online_retail_text(d) for d in descriptions.take(pa.array(first_row[codes])).to_pylist()]
+
+        inter = Interactions(users, items, cols["InvoiceDate"][kept], user_values, item_values, item_texts,
+                             lambda k: table.where(int(kept[k])),
+                             dedup_keys={"Quantity": cols["Quantity"][kept], "InvoiceDate": cols["InvoiceDate"][kept]})
+        return finish_prepare(
+            inter, bad, opts, source="online-retail", inputs=inputs, default_name="online_retail",
+            options={"encoding": encoding},
+            manifest={"protocol": "invoice = user, StockCode = item, text = lower-cased Description + '.'; "
+                                  "duplicates = same (InvoiceNo, StockCode, Quantity, InvoiceDate)"},
+        )
+
+
+def _text_rows(items: np.ndarray, descriptions: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Row of each item code's text: its first description in file order that holds a word (the
+    release takes the first one outright, which gives texts like "?." for items whose first row is a
+    stock note), else its first description."""
     wordy = pc.match_substring_regex(descriptions, r"\w").to_numpy(zero_copy_only=False)
     _, first_any = np.unique(items, return_index=True)
     wordy_rows = np.flatnonzero(wordy)
     codes_w, first_w = np.unique(items[wordy_rows], return_index=True)
     first_row = first_any.copy()
     first_row[codes_w] = wordy_rows[first_w]
-
-    def item_texts(codes: np.ndarray) -> list[str]:
-        return [online_retail_text(d) for d in descriptions.take(pa.array(first_row[codes])).to_pylist()]
-
-    ds = assemble_dataset(
-        name=name or (Path(output).name if output else "online_retail"),
-        users=users,
-        items=items,
-        times=cols["InvoiceDate"][kept],
-        user_values=user_values,
-        item_values=item_values,
-        item_texts=item_texts,
-        bad=bad,
-        where=lambda k: table.where(int(kept[k])),
-        dedup_keys={"Quantity": cols["Quantity"][kept], "InvoiceDate": cols["InvoiceDate"][kept]},
-        duplicates=duplicates,
-        ties=ties,
-        tie_seed=tie_seed,
-        min_user=min_user,
-        min_item=min_item,
-        max_history=max_history,
-        manifest={
-            "source": "online-retail",
-            "inputs": describe_inputs(input=Path(input)),
-            "options": {"min_user": min_user, "min_item": min_item, "max_history": max_history,
-                        "on_bad_lines": on_bad_lines, "duplicates": duplicates, "encoding": encoding},
-            "protocol": "invoice = user, StockCode = item, text = lower-cased Description + '.'; "
-                        "duplicates = same (InvoiceNo, StockCode, Quantity, InvoiceDate)",
-        },
-    )
-    if output is not None:
-        ds.save(output)
-    return ds
+    return first_row, descriptions

@@ -10,15 +10,17 @@ exact duplicates (user, item, time) removed, k-core, time order, leave-one-out.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from unisrec.data.build import assemble_dataset, describe_inputs, encode
+from unisrec.data.build import Interactions, PrepareOptions, encode, finish_prepare, preparing
 from unisrec.data.cleaning import clean_field, is_empty_text
-from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
+from unisrec.data.dataset import Dataset
 from unisrec.data.records import BadRecords
-from unisrec.data.tables import Column, read_any_table
+from unisrec.data.tables import Column, RawTable, read_any_table
 
 
 def prepare_table(
@@ -26,40 +28,52 @@ def prepare_table(
     items: str | Path,
     output: str | Path | None = None,
     *,
-    name: str | None = None,
     user_col: str = "user_id",
     item_col: str = "item_id",
     time_col: str = "timestamp",
     item_id_col: str = "item_id",
     text_cols: tuple[str, ...] = ("text",),
-    min_user: int = 5,
-    min_item: int = 5,
-    max_history: int = DEFAULT_MAX_HISTORY,
-    on_bad_lines: str = "error",
-    duplicates: str = "drop",
-    ties: str = "input-order",
-    tie_seed: int = 0,
+    options: PrepareOptions | None = None,
+    **option_values: Any,
 ) -> Dataset:
-    """Prepare a generic interactions table + item table (see module docstring)."""
-    interactions, items = Path(interactions), Path(items)
-    bad = BadRecords(on_bad_lines)
-    inter = read_any_table(interactions, [Column(user_col, option="--user-col"), Column(item_col, option="--item-col"),
-                                          Column(time_col, "time", option="--time-col")], bad)
-    item_tab = read_any_table(items, [Column(item_id_col, option="--item-id-col")]
-                              + [Column(c, required=False, option="--text-cols") for c in text_cols], bad)
-    users, user_values = encode(inter.columns[user_col])
-    item_codes, item_values = encode(inter.columns[item_col])
+    """Prepare a generic interactions table + item table (see module docstring).
 
-    # item table: first row of each id wins; later ones are counted as duplicates
+    Keyword arguments other than the column names are :class:`PrepareOptions` fields."""
+    opts = PrepareOptions.build(output, options, **option_values)
+    interactions, items = Path(interactions), Path(items)
+    inputs = {"interactions": interactions, "items": items}
+    with preparing(opts, inputs):
+        bad = BadRecords(opts.on_bad_lines)
+        inter = read_any_table(interactions, [Column(user_col, option="--user-col"), Column(item_col, option="--item-col"),
+                                              Column(time_col, "time", option="--time-col")], bad)
+        item_tab = read_any_table(items, [Column(item_id_col, option="--item-id-col")]
+                                  + [Column(c, required=False, option="--text-cols") for c in text_cols], bad)
+        users, user_values = encode(inter.columns[user_col])
+        item_codes, item_values = encode(inter.columns[item_col])
+        texts = _item_texts(item_tab, item_values, item_id_col, text_cols, bad)
+        allowed = np.zeros(len(item_values), dtype=bool)
+        allowed[list(texts)] = True
+        data = Interactions(users, item_codes, inter.columns[time_col], user_values, item_values,
+                            lambda codes: [texts[int(c)] for c in codes], inter.where,
+                            dedup_keys={"time": inter.columns[time_col]}, item_allowed=allowed,
+                            item_drop_reason="no_item_text")
+        return finish_prepare(data, bad, opts, source="table", inputs=inputs, default_name=interactions.stem,
+                              options={"user_col": user_col, "item_col": item_col, "time_col": time_col,
+                                       "item_id_col": item_id_col, "text_cols": list(text_cols)})
+
+
+def _item_texts(item_tab: RawTable, item_values: pa.Array, item_id_col: str, text_cols: tuple[str, ...],
+                bad: BadRecords) -> dict[int, str]:
+    """Text of every interaction item code that has a row (the first row of an id wins; later ones
+    are counted as ``duplicate_item_row``) with a non-empty text."""
     ids = item_tab.columns[item_id_col]
     pos = pc.index_in(item_values, value_set=ids)  # first matching row of each interaction item
-    texts: dict[int, str] = {}
     _, first = np.unique(encode(ids)[0], return_index=True)
     bad.drop("duplicate_item_row", len(ids) - len(first))
     columns = [item_tab.columns[c].to_pylist() for c in text_cols]
     has_row = ~pos.is_null().to_numpy(zero_copy_only=False)
     pos_np = pc.fill_null(pos, 0).to_numpy(zero_copy_only=False)
-    allowed = np.zeros(len(item_values), dtype=bool)
+    texts: dict[int, str] = {}
     for code in np.flatnonzero(has_row):
         row = int(pos_np[code])
         text = " ".join(clean_field(col[row]) for col in columns if col[row])
@@ -67,36 +81,4 @@ def prepare_table(
             bad.bad("empty_text", item_tab.where(row), f"item {ids[row].as_py()!r} has an empty text in {', '.join(text_cols)}")
             continue
         texts[int(code)] = text
-        allowed[code] = True
-
-    ds = assemble_dataset(
-        name=name or (Path(output).name if output else interactions.stem),
-        users=users,
-        items=item_codes,
-        times=inter.columns[time_col],
-        user_values=user_values,
-        item_values=item_values,
-        item_texts=lambda codes: [texts[int(c)] for c in codes],
-        bad=bad,
-        where=inter.where,
-        dedup_keys={"time": inter.columns[time_col]},
-        duplicates=duplicates,
-        ties=ties,
-        tie_seed=tie_seed,
-        item_allowed=allowed,
-        item_drop_reason="no_item_text",
-        min_user=min_user,
-        min_item=min_item,
-        max_history=max_history,
-        manifest={
-            "source": "table",
-            "inputs": describe_inputs(interactions=interactions, items=items),
-            "options": {"min_user": min_user, "min_item": min_item, "max_history": max_history,
-                        "on_bad_lines": on_bad_lines, "duplicates": duplicates, "user_col": user_col,
-                        "item_col": item_col, "time_col": time_col, "item_id_col": item_id_col,
-                        "text_cols": list(text_cols)},
-        },
-    )
-    if output is not None:
-        ds.save(output)
-    return ds
+    return texts
