@@ -6,11 +6,12 @@ loop and ``TextEncoder.encode`` with the same model on the same texts and report
 largest absolute difference of the vectors. The naive loop is slow, so the comparison uses a fixed
 random subset (seed 0, kept in item order); our encoder is also timed on every item of each set.
 
-    .venv/bin/python benchmarks/bench_encode.py                 # CPU, default encoder -> results/encode_bench.*
-    python benchmarks/bench_encode.py --device cuda --dtype float16 --encoder DIR --out results/encode_bench_cuda
+    python benchmarks/bench_encode.py                 # CPU, default encoder -> results/encode/encode_bench.*
+    python benchmarks/bench_encode.py --device cuda --dtype float16 --encoder DIR --out results/encode/encode_bench_cuda_fp16
 
 Texts: Scientific (4,385 items, ``Scientific.text`` in ``Scientific.item2index`` order) and Games
-(16,859 titles, ``Games-6k.item``), read from ../shared/data.
+(16,859 titles, ``Games-6k.item``), read from the public data sets beside the clone (``--shared``,
+default ``$UNISREC_SHARED/data``, else ``../shared/data``).
 """
 
 from __future__ import annotations
@@ -25,29 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import benchlib
 
 from unisrec.text.encoder import TextEncoder, _POOLERS  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = benchlib.shared_root() / "data"
 
 
 def scientific_texts(shared: Path) -> list[str]:
-    text = {}
-    for line in (shared / "scientific" / "Scientific.text").read_text(encoding="utf-8").splitlines()[1:]:
-        item, _, t = line.partition("\t")
-        text[item] = t
-    order = {}
-    for line in (shared / "scientific" / "Scientific.item2index").read_text().splitlines():
-        item, idx = line.split("\t")
-        order[int(idx)] = item
+    """Scientific's item texts in ``Scientific.item2index`` order (the authors' feature-row order)."""
+    text = benchlib.read_atomic_text(shared / "scientific" / "Scientific.text")
+    order = benchlib.read_item2index(shared / "scientific" / "Scientific.item2index")
     return [text[order[i]] for i in range(len(order))]
 
 
 def games_texts(shared: Path) -> list[str]:
-    rows = [line.split("\t", 1) for line in (shared / "games" / "Games-6k.item").read_text(encoding="utf-8").splitlines()[1:]]
-    return [t for _, t in sorted(rows, key=lambda r: int(r[0]))]
+    """Games titles in item-id order."""
+    rows = benchlib.read_atomic_text(shared / "games" / "Games-6k.item")
+    return [rows[k] for k in sorted(rows, key=int)]
 
 
 def naive_loop(enc: TextEncoder, texts: list[str], grad: bool, batch: int = 4) -> np.ndarray:
@@ -83,7 +79,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16384)
     ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("--skip-full", action="store_true", help="skip the all-items runs")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "encode_bench")
+    ap.add_argument("--out", type=Path, default=benchlib.RESULTS / "encode" / "encode_bench", help="output prefix (.json and .md)")
     args = ap.parse_args()
     if not args.shared.is_dir():
         sys.exit(f"{args.shared} not found: the benchmark reads the shared data sets")
@@ -127,9 +123,7 @@ def main() -> None:
         result["sets"][set_name] = row
         print(set_name, json.dumps(row), flush=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(result))
+    benchlib.write_result(args.out, result, render(result))
     print(render(result))
 
 

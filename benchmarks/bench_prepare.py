@@ -1,7 +1,8 @@
 """Speed of `unisrec prepare` (issue 2): wall time and peak memory of the whole CLI command.
 
-1. `unisrec prepare online-retail` on the shared parquet (goal: < 3 s wall; the authors' script
-   needs 12.7 s here for the same steps). Median of --repeats runs.
+1. `unisrec prepare online-retail` on the Online Retail parquet (``--parquet``, default the public
+   copy in ``$UNISREC_SHARED/data/online_retail``, else ``../shared``; goal: < 3 s wall; the
+   authors' script needs 12.7 s here for the same steps). Median of --repeats runs.
 2. `unisrec prepare amazon` on a generated Amazon-format input (goal: 10,000,000 ratings +
    1,000,000 meta lines in < 3 min, peak RSS < 8 GB). The generator writes a ratings-only CSV
    (item,user,rating,timestamp; power-law users and items, ~1% exact duplicates) and a gzipped
@@ -9,18 +10,17 @@
    items having a record.
 
 Each command runs in a fresh process under /usr/bin/time -v (wall clock, max RSS).
-Writes results/prepare_bench.json and results/prepare_bench.md.
+Writes results/prepare/prepare_bench.json and .md (``--out``).
 
-    .venv/bin/python benchmarks/bench_prepare.py                       # both (the big one takes minutes)
-    .venv/bin/python benchmarks/bench_prepare.py --skip-amazon         # Online Retail only
-    .venv/bin/python benchmarks/bench_prepare.py --ratings 1000000 --meta 100000   # a smaller Amazon run
+    python benchmarks/bench_prepare.py                       # both (the big one takes minutes)
+    python benchmarks/bench_prepare.py --skip-amazon         # Online Retail only
+    python benchmarks/bench_prepare.py --ratings 1000000 --meta 100000   # a smaller Amazon run
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import platform
 import re
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+import benchlib
+
 UNISREC = [sys.executable, "-m", "unisrec.cli"]
 
 
@@ -111,7 +111,9 @@ def main() -> int:
     ap.add_argument("--meta", type=int, default=1_000_000)
     ap.add_argument("--skip-amazon", action="store_true")
     ap.add_argument("--workdir", default=None, help="where generated inputs/outputs go (default: a temp dir)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "prepare_bench"))
+    ap.add_argument("--parquet", type=Path, default=benchlib.shared_root() / "data" / "online_retail" / "online_retail.parquet",
+                    help="the Online Retail parquet (default: the public copy beside the clone)")
+    ap.add_argument("--out", default=str(benchlib.RESULTS / "prepare" / "prepare_bench"), help="output prefix (.json and .md)")
     args = ap.parse_args()
 
     load = os.getloadavg()[0]
@@ -119,16 +121,16 @@ def main() -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_prepare_"))
     work.mkdir(parents=True, exist_ok=True)
 
-    parquet = SHARED / "data" / "online_retail" / "online_retail.parquet"
+    parquet = args.parquet
     if parquet.is_file() and args.repeats > 0:
         runs = [timed([*UNISREC, "prepare", "online-retail", "--input", str(parquet), "--output", str(work / "or")])
                 for _ in range(args.repeats)]
         walls = [r["wall_s"] for r in runs]
-        results["online_retail"] = {"command": f"unisrec prepare online-retail --input {parquet} --output DIR",
+        results["online_retail"] = {"command": f"unisrec prepare online-retail --input {parquet.name} --output DIR",
                                     "wall_s_median": statistics.median(walls), "wall_s_all": walls,
                                     "cpu_s_median": statistics.median(r["cpu_s"] for r in runs),
                                     "peak_rss_gb": max(r["peak_rss_gb"] for r in runs), "goal_wall_s": 3.0,
-                                    "summary": runs[-1]["stdout"]}
+                                    "summary": runs[-1]["stdout"].replace(str(work), "WORKDIR")}
         print(f"online-retail: median {statistics.median(walls):.2f}s over {len(walls)} runs {walls}")
 
     if not args.skip_amazon:
@@ -143,12 +145,9 @@ def main() -> int:
                                        "meta_gz_mb": round(meta.stat().st_size / 1e6, 1),
                                        "command": "unisrec prepare amazon --ratings ratings.csv --meta meta.json.gz --output DIR",
                                        "wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "peak_rss_gb": run["peak_rss_gb"],
-                                       "goal_wall_s": 180, "goal_peak_rss_gb": 8, "summary": run["stdout"]}
+                                       "goal_wall_s": 180, "goal_peak_rss_gb": 8, "summary": run["stdout"].replace(str(work), "WORKDIR")}
         print(f"amazon: {run['wall_s']:.1f}s, peak RSS {run['peak_rss_gb']:.2f} GB\n{run['stdout']}")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     md = ["# `unisrec prepare` speed", "", f"Machine: {results['machine']}. Whole CLI command in a fresh process, /usr/bin/time -v.", "",
           "| run | wall (s) | CPU user+sys (s) | peak RSS (GB) | goal |", "|---|---|---|---|---|"]
     if "online_retail" in results:
@@ -158,8 +157,8 @@ def main() -> int:
         r = results["amazon_generated"]
         md.append(f"| amazon, generated {r['ratings']:,} ratings + {r['meta_lines']:,} meta lines | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_gb']:.2f} | < 180 s, < 8 GB |")
     md += ["", "Summaries:", ""] + [f"- {k}: `{v['summary'].splitlines()[0]}`" for k, v in results.items() if isinstance(v, dict)]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    json_path, md_path = benchlib.write_result(args.out, results, md)
+    print(f"wrote {json_path} and {md_path}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Serving latency: one top-10 request, exact vs FAISS, on the Scientific catalogue and on 10^6 items.
 
-    .venv/bin/python benchmarks/bench_serving.py                 # both catalogues, ~10 min on 2 cores
-    .venv/bin/python benchmarks/bench_serving.py --skip-million  # Scientific only, ~1 min
+    python benchmarks/bench_serving.py                 # both catalogues, ~10 min on 2 cores
+    python benchmarks/bench_serving.py --skip-million  # Scientific only, ~1 min
 
 Model: ``--model-dir`` (a fine-tuned model directory) if given, otherwise a random-weight UniSRec
 with the paper's architecture (d=300, 2 layers, 2 heads, 8 experts, 50 positions) over real
@@ -15,10 +15,11 @@ clustered structure of real text features; i.i.d. Gaussian vectors would be an u
 hard case for any ANN index). It is written as a real model directory and loaded with
 ``Recommender.from_pretrained`` like any other.
 
-Writes results/serving_bench.json and results/serving_bench.md. One request = the Python API's
+Writes results/serving/serving_bench.json and .md (``--output``). One request = the Python API's
 ``Recommender.recommend(history, k=10)`` (sequence encoder forward + scoring + top-k), timed with
 perf_counter after a warm-up; HTTP round trips through uvicorn are timed separately at the
-Scientific size.
+Scientific size. The Scientific atomic files come from ``--scientific`` (default: the public copy
+in ``$UNISREC_SHARED/data/scientific``, else ``../shared/data/scientific``).
 """
 
 from __future__ import annotations
@@ -28,30 +29,23 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SCIENTIFIC = ROOT.parent / "shared" / "data" / "scientific"
+import benchlib
+
+SCIENTIFIC = benchlib.shared_root() / "data" / "scientific"
 
 
 def load_scientific(folder: Path = SCIENTIFIC) -> tuple[list[str], list[str], list[list[str]]]:
     """(ASINs, texts, test-split histories as ASIN lists) from the RecBole atomic files."""
-    ids, texts = [], []
-    with open(folder / "Scientific.text", encoding="utf-8") as fh:
-        next(fh)
-        for line in fh:
-            raw, _, text = line.rstrip("\n").partition("\t")
-            ids.append(raw)
-            texts.append(text.strip())
-    by_index = {}
-    with open(folder / "Scientific.item2index", encoding="utf-8") as fh:
-        for line in fh:
-            raw, idx = line.split("\t")
-            by_index[int(idx)] = raw
+    text = benchlib.read_atomic_text(folder / "Scientific.text")
+    ids, texts = list(text), [t.strip() for t in text.values()]
+    by_index = benchlib.read_item2index(folder / "Scientific.item2index")
     histories = []
     with open(folder / "Scientific.test.inter", encoding="utf-8") as fh:
         next(fh)
@@ -148,7 +142,7 @@ def http_latency(model_dir: Path, histories: list[list[str]], n: int, threads: i
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "unisrec", "serve", str(model_dir), "--port", str(port), "--log-level", "warning",
            "--torch-threads", str(threads)]
-    server = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    server = subprocess.Popen(cmd)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -257,7 +251,8 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", type=Path, default=None, help="a trained Scientific model dir (default: random weights)")
-    ap.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "unisrec_bench_serving")
+    ap.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "unisrec_bench_serving",
+                    help="features and generated model dirs are cached here (default: the temp dir)")
     ap.add_argument("--scientific", type=Path, default=SCIENTIFIC, help="folder of the Scientific atomic files")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--recall-queries", type=int, default=500)
@@ -269,7 +264,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (FAISS is measured on cpu only)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch/FAISS intra-op threads (default 1: one request per core, as `unisrec serve` runs)")
-    ap.add_argument("--output", type=Path, default=ROOT / "results" / "serving_bench")
+    ap.add_argument("--output", type=Path, default=benchlib.RESULTS / "serving" / "serving_bench", help="output prefix (.json and .md)")
     args = ap.parse_args()
     if not args.scientific.is_dir():
         sys.exit(f"needs {args.scientific} (the shared Scientific data)")
@@ -291,7 +286,7 @@ def main() -> None:
     }
     if args.model_dir:
         sci_dir = args.model_dir
-        res["model"] = f"model dir {args.model_dir} ({json.loads((sci_dir / 'config.json').read_text()).get('encoder', {}).get('encoder')} features)"
+        res["model"] = f"model dir {benchlib.display_path(args.model_dir)} ({json.loads((sci_dir / 'config.json').read_text()).get('encoder', {}).get('encoder')} features)"
         feats = np.load(sci_dir / "catalogue" / "features.npy")
         info = json.loads((sci_dir / "config.json").read_text()).get("encoder", {})
     else:
@@ -311,9 +306,7 @@ def main() -> None:
             del fake
             print(f"wrote the {args.million:,}-item model dir in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         res["catalogues"].append(bench_catalogue(f"generated {args.million:,}", big / "model", histories, args, http=False))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(markdown(res))
+    benchlib.write_result(args.output, res, markdown(res))
     print(markdown(res))
 
 

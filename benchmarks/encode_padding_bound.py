@@ -7,21 +7,22 @@ release's batches (4 texts in item order), for ``length_sorted_batches`` (batch 
 tokens) and for no padding at all, with the default encoder's tokenizer on Scientific and Games.
 If the CPU is compute-bound, naive/sorted FLOPs bound the speed-up batching can give there.
 
-    .venv/bin/python benchmarks/encode_padding_bound.py      # -> results/encode_padding_bound.{json,md}
+    python benchmarks/encode_padding_bound.py      # -> results/encode/encode_padding_bound.{json,md}
+
+The measured column comes from ``--measured`` (default results/encode/encode_bench.json, the idle
+CPU run of benchmarks/bench_encode.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT.parent / "src"))
-from bench_encode import SHARED, games_texts, scientific_texts  # noqa: E402
+import benchlib
+from bench_encode import SHARED, games_texts, scientific_texts
 
 from unisrec.text.encoder import TextEncoder, length_sorted_batches  # noqa: E402
 
@@ -34,6 +35,11 @@ def flops(batches: list[np.ndarray], hidden: int, ffn: int, layers: int, multipl
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--measured", type=Path, default=benchlib.RESULTS / "encode" / "encode_bench.json",
+                    help="bench_encode.py's JSON whose speed-ups and items/s fill the measured columns")
+    ap.add_argument("--out", type=Path, default=benchlib.RESULTS / "encode" / "encode_padding_bound", help="output prefix (.json and .md)")
+    args = ap.parse_args()
     enc = TextEncoder()
     cfg = enc.model.config
     h, f, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
@@ -48,7 +54,7 @@ def main() -> None:
         rows.append({"set": name, "items": len(lens), "mean_tokens": round(float(lens.mean()), 1), "max_tokens": int(lens.max()),
                      "naive_over_unpadded": round(fn / fu, 3), "sorted_over_unpadded": round(fo / fu, 3),
                      "naive_over_sorted": round(fn / fo, 3), "gflop_per_item_sorted": round(fo / len(lens) / 1e9, 3)})
-    measured = json.loads((ROOT.parent / "results" / "encode_bench.json").read_text())
+    measured = json.loads(args.measured.read_text())
     md = ["# Encoding: how much batching can gain (counted FLOPs, default encoder)", "",
           f"Encoder {enc.name}: {layers} layers, hidden {h}, feed-forward {f}. Naive = the release's 4 texts per batch in item "
           "order; sorted = `length_sorted_batches` (64 texts, 16,384 tokens); unpadded = every text alone.", "",
@@ -68,9 +74,7 @@ def main() -> None:
            "precision (bf16, int8) changes the vectors beyond the 1e-4 tolerance; on a GPU, where the 4-text loop is latency-bound, "
            "the same batching gives 11.7-18.6x (encode_bench_cuda_*.md). GFLOP/s = counted sorted FLOPs x the items/s "
            "measured on the idle CPU (encode_bench.md).", ""]
-    out = ROOT.parent / "results" / "encode_padding_bound"
-    out.with_suffix(".json").write_text(json.dumps({"encoder": enc.name, "rows": rows}, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(md))
+    benchlib.write_result(args.out, {"encoder": enc.name, "rows": rows}, md)
     print("\n".join(md))
 
 

@@ -6,7 +6,7 @@ the word-drop perturbation itself); the clean features, which fine-tuning and ev
 stay float32 and byte-identical. ``unpack`` (run on the GPU machine) restores float32 files
 under the names the manifests expect.
 
-    python3 benchmarks/gpu_data.py pack /work/data .gpu_data games scientific online_retail
+    python benchmarks/gpu_data.py pack "${UNISREC_DATA:-data}" .gpu_data games scientific online_retail
     python3 benchmarks/gpu_data.py unpack .gpu_data
 """
 

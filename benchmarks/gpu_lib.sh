@@ -1,4 +1,13 @@
-# Shared by the GPU-call scripts (source it): what comes back from a lent machine.
+# Shared by the GPU-call scripts (source it): logging, and what comes back from a lent machine.
+
+# say MESSAGE: append "[N s] MESSAGE" to $LOG, N = seconds since $t0 (both set by the caller).
+say() { echo "[$(( $(date +%s) - t0 )) s] $*" >> "$LOG"; }
+
+# torch_info: one line naming torch and the GPU (False when CUDA is not available).
+torch_info() {
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+}
+
 # pack_runs TGZ WORK RUN_DIR [RUN_DIR ...] -- EXTRA_FILE [...]
 #   tar into TGZ the small files of every run under WORK/RUN_DIR (metrics.json, training_log.jsonl,
 #   config.json, seedN.log; no weights, no resume state) plus the EXTRA_FILEs (relative to WORK).

@@ -8,6 +8,7 @@
 # Carry DATA (default .gpu_data) holding the dataset folder NAME and the checkpoint folder CKPT:
 #   .gpu_data/online_retail_shuffled/   (unisrec prepare online-retail --ties shuffle + unisrec encode)
 #   .gpu_data/pre_games_scientific/     (config.json + model.safetensors of a pre-training run)
+# Runs go to WORK (default runs/gpu_or_equal_epochs, not in git).
 # Writes $OUT/driver.log and $OUT/or_equal_epochs.tgz (metrics.json, training_log.jsonl, config.json
 # of every run, the two summaries, logs).
 set -uo pipefail
@@ -16,12 +17,11 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:?set OUT to the output folder}"
 DATA="${DATA:-.gpu_data}"; NAME="${NAME:-online_retail_shuffled}"; CKPT="${CKPT:-$DATA/pre_games_scientific}"
 DEVICE="${DEVICE:-cuda}"; EPOCHS="${EPOCHS:-5}"; MINUTES="${MINUTES:-6}"; SEEDS="${SEEDS:-2020,2021,2022}"
-W="${WORK:-/tmp/unisrec_or_eq}"
+W="${WORK:-$PWD/runs/gpu_or_equal_epochs}"
 mkdir -p "$OUT" "$W"
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 LOG="$OUT/driver.log"; t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 )) s] $*" >> "$LOG"; }
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))" >> "$LOG" 2>&1
+torch_info >> "$LOG" 2>&1
 common=(--datasets "$NAME" --seeds "$SEEDS" --data-root "$DATA" --device "$DEVICE" --threads 1 --epochs "$EPOCHS"
         --time-limit-minutes "$MINUTES")
 HARD=$(( ${MINUTES%.*} * 60 + 60 ))

@@ -12,12 +12,13 @@
 #         UniSRec_t and UniSRec_t+ID x 3 seeds from that checkpoint, capped at TR_MIN minutes
 #
 # Fresh machine, no network: python3 with torch (CUDA), numpy, pyarrow, safetensors, tqdm, pyyaml.
-# Before the call (here):  python3 benchmarks/gpu_data.py pack /work/data .gpu_data games scientific online_retail
+# Before the call (here):  python3 benchmarks/gpu_data.py pack "${UNISREC_DATA:-data}" .gpu_data games scientific online_retail
 # and carry .gpu_data (or DATA=folder). Writes at most 8 files into $OUT: driver.log, probe.json, table3_gpu.tgz,
 # transfer_or.tgz (metrics.json + training_log.jsonl + config.json of every run, the summaries and
 # logs), pre_games.tgz, pre_games_scientific.tgz (config.json, model.safetensors, training log).
-# A dry run on CPU with small data: DEVICE=cpu DATA=/tmp/dry PROBES="64 128" PRE_BATCH=128 T3_MIN=0.3 PRE_MIN=0.2 \
-#   TR_MIN=0.3 OUT=/tmp/o bash benchmarks/gpu_session.sh
+# Runs go to WORK (default runs/gpu_session, not in git).
+# A dry run on CPU with small data: DEVICE=cpu DATA=runs/dry_data PROBES="64 128" PRE_BATCH=128 T3_MIN=0.3 PRE_MIN=0.2 \
+#   TR_MIN=0.3 OUT=runs/dry_out bash benchmarks/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_lib.sh
@@ -25,14 +26,13 @@ OUT="${OUT:?set OUT to the output folder}"
 DEVICE="${DEVICE:-cuda}"
 T3_MIN="${T3_MIN:-6}"; PRE_MIN="${PRE_MIN:-2.5}"; TR_MIN="${TR_MIN:-3.2}"
 SEEDS="${SEEDS:-2020,2021,2022}"
-W="${WORK:-/tmp/unisrec_gpu}"
+W="${WORK:-$PWD/runs/gpu_session}"
 DATA="${DATA:-.gpu_data}"; PRE_BATCH="${PRE_BATCH:-8192}"
 mkdir -p "$OUT" "$W"
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 LOG="$OUT/driver.log"
 t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 )) s] $*" >> "$LOG"; }
-{ nvidia-smi || true; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"; } >> "$LOG" 2>&1
+{ nvidia-smi || true; torch_info; } >> "$LOG" 2>&1
 python3 benchmarks/gpu_data.py unpack "$DATA" >> "$LOG" 2>&1 || { say "unpack failed"; exit 1; }
 
 say "probes"

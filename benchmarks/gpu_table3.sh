@@ -8,7 +8,7 @@
 # TIME_LIMIT_MIN minutes of training (a capped run is marked TRUNCATED in the table; early-stopped
 # runs are marked with their best/run epochs). Writes at most 8 files into $OUT:
 #   table3_gpu.md, table3_gpu.json (or table3_gpu_every_position.*), runs.log (all 9 training logs), nvidia-smi.txt, driver.log
-# Usage (repository root):  OUT=/some/dir bash benchmarks/gpu_table3.sh
+# Usage (repository root):  OUT=DIR bash benchmarks/gpu_table3.sh   (runs go to RUNS, default runs/TAG, not in git)
 # EVERY_POSITION=1 trains with --every-position instead (to compare it with the faithful batching);
 # DATASETS=online_retail,scientific adds Scientific (18 runs at once: raise TIME_LIMIT_MIN).
 set -uo pipefail
@@ -19,7 +19,7 @@ SEEDS="${SEEDS:-2020,2021,2022}"
 TIME_LIMIT_MIN="${TIME_LIMIT_MIN:-6}"
 EP=""; TAG="table3_gpu"
 if [ "${EVERY_POSITION:-0}" = "1" ]; then EP="--every-position"; TAG="table3_gpu_every_position"; fi
-RUNS="${RUNS:-/tmp/unisrec_${TAG}_runs}"
+RUNS="${RUNS:-$PWD/runs/$TAG}"
 mkdir -p "$OUT" "$RUNS"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print('torch', torch.__version__, torch.cuda.get_device_name(0))" \

@@ -1,6 +1,8 @@
 """Validation NDCG@10 per epoch of several run trees, one panel per model (a PNG).
 
-    python3 benchmarks/plot_curves.py OUT.png LABEL=RUN_TREE [LABEL=RUN_TREE ...]
+    python benchmarks/plot_curves.py OUT.png LABEL=RUN_TREE [LABEL=RUN_TREE ...]
+
+e.g. ``results/online_retail/online_retail_curves.png "scratch=runs/table3"``.
 
 A run tree holds ``DATASET/MODEL/seedN/training_log.jsonl`` (what reproduce_table3.py writes);
 each LABEL gets one colour, each seed one line.
@@ -8,24 +10,30 @@ each LABEL gets one colour, each seed one line.
 
 from __future__ import annotations
 
-import json
-import sys
+import argparse
 from pathlib import Path
+
+import benchlib
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="the PNG to write")
+    ap.add_argument("trees", nargs="+", metavar="LABEL=RUN_TREE")
+    args = ap.parse_args()
+    out, specs = args.out, [a.split("=", 1) for a in args.trees]
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    out, specs = Path(sys.argv[1]), [a.split("=", 1) for a in sys.argv[2:]]
     curves: dict[str, dict[str, list]] = {}
     for label, tree in specs:
         for log in sorted(Path(tree).glob("*/*/seed*/training_log.jsonl")):
             model = log.parent.parent.name
-            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            rows = benchlib.read_jsonl(log)
             curves.setdefault(model, {}).setdefault(label, []).append([(r["epoch"], r["valid"]["ndcg@10"]) for r in rows])
     models = sorted(curves)
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False, sharey=True)

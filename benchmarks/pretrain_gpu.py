@@ -51,7 +51,7 @@ def run(dirs: list[Path], out: Path, batch: int, steps: int = 0, minutes: float 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=".gpu_data")
     ap.add_argument("--out", required=True)
     ap.add_argument("--probe", type=int, nargs="*", help="batch sizes to probe (8 steps each)")

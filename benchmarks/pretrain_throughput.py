@@ -8,8 +8,8 @@ build excluded), peak RSS includes everything (Python, torch, corpus, features).
 Anchor (issue 5): the authors' release pre-trains Scientific's training rows at batch 1,024 on
 this CPU at ~30 sequences/s (6,144 sequences in 208 s) with 7.9 GB peak memory.
 
-    .venv/bin/python benchmarks/pretrain_throughput.py /work/data/scientific \
-        --batch-sizes 1024 8192 --steps 6 3 --out results/pretrain_throughput
+    python benchmarks/pretrain_throughput.py data/scientific \
+        --batch-sizes 1024 8192 --steps 6 3        # -> results/pretrain/pretrain_throughput.{json,md}
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+import benchlib
 
 ANCHOR = {"sequences_per_s": 6144 / 208, "peak_rss_gb": 7.9, "batch_size": 1024, "source": "issue 5: authors' release, Scientific, CPU"}
 
@@ -112,10 +112,10 @@ def child(dirs: list[str], batch: int, steps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("datasets", nargs="+")
+    ap.add_argument("datasets", nargs="+", help="prepared + encoded dataset dirs (e.g. data/scientific)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 8192])
     ap.add_argument("--steps", type=int, nargs="+", default=[6, 3], help="optimizer steps per batch size")
-    ap.add_argument("--out", default="results/pretrain_throughput")
+    ap.add_argument("--out", default=str(benchlib.RESULTS / "pretrain" / "pretrain_throughput"), help="output prefix (.json and .md)")
     ap.add_argument("--release-steps", type=int, default=2,
                     help="steps of the release-pattern comparator at the first batch size (0 = skip)")
     ap.add_argument("--child", type=int, nargs=2, metavar=("BATCH", "STEPS"), help=argparse.SUPPRESS)
@@ -140,20 +140,18 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     load = os.getloadavg()
+    datasets = [benchlib.display_path(d) for d in args.datasets]
     report = {
-        "datasets": args.datasets,
+        "datasets": datasets,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_1_5_15": load,
                     "note": "2 cores shared with five other engineers' jobs: timings are noisy"},
         "anchor": ANCHOR,
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Pre-training throughput (CPU)",
         "",
-        f"Data: {', '.join(args.datasets)} (training prefixes). Machine: {os.cpu_count()} CPU cores, shared "
+        f"Data: {', '.join(datasets)} (training prefixes). Machine: {os.cpu_count()} CPU cores, shared "
         f"(load average {load[0]:.1f} at the end); model: paper defaults (hidden 300, 2 layers, 8 experts).",
         "",
         "| computation | batch | steps | sequences/s | x anchor (30.3/s) | peak RSS GB | x anchor (7.9 GB) |",
@@ -171,9 +169,8 @@ def main() -> None:
             report["same_run_speedup_vs_release_pattern"] = round(ratio, 2)
             lines += ["", f"Same machine, same run: this implementation is **{ratio:.1f}x** the release's computation "
                       f"pattern (per-position adaptor, 50-wide padding, exp/log losses) at batch {r['batch_size']}."]
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    lines += ["", "Reproduce: `.venv/bin/python benchmarks/pretrain_throughput.py " + " ".join(sys.argv[1:]) + "`", ""]
-    out.with_suffix(".md").write_text("\n".join(lines))
+    lines += ["", f"Reproduce: `{benchlib.reproduce_command(__file__)}`", ""]
+    benchlib.write_result(args.out, report, lines)
 
 
 if __name__ == "__main__":

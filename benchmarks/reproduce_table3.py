@@ -1,39 +1,30 @@
 """Reproduce the from-scratch rows of Table 3: SASRec, UniSRec_t+ID and UniSRec_t per dataset.
 
-    PYTHONPATH=src python3 benchmarks/reproduce_table3.py --datasets scientific --seeds 2020,2021,2022 \
-        --data-root /work/data --device cpu --threads 1
+    python benchmarks/reproduce_table3.py --datasets scientific --seeds 2020,2021,2022 \
+        --data-root data --device cpu --threads 1
 
 Each (dataset, model, seed) run trains with the library's API (``train_sasrec`` / ``finetune``) in
 its own subprocess and writes a model directory under ``--runs``. A finished run (metrics.json) is
 reused and an interrupted one resumed, so the script can be re-run to add seeds or collect
 results. Aggregates (mean +- sample std over seeds of test R@10, N@10, R@50, N@50, beside the
-paper's numbers) go to ``--out``.json / .md. Only numpy, torch, pyarrow, safetensors, tqdm and
-pyyaml are needed (no orjson / fastapi / uvicorn / openpyxl), so it runs on a bare GPU box.
+paper's numbers, from docs/protocol.md) go to ``--out``.json / .md (default
+results/table3/table3). ``--data-root`` defaults to ``$UNISREC_DATA``, else ``data/``. Only numpy,
+torch, pyarrow, safetensors, tqdm and pyyaml are needed (no orjson / fastapi / uvicorn / openpyxl),
+so it runs on a bare GPU box (there with ``PYTHONPATH=src``, as the benchmarks/gpu_*.sh scripts set).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import benchlib
+from benchlib import METRICS, ROOT
 
-# SPEC "Headline numbers" (Table 3 of the paper, test set): R@10, N@10, R@50, N@50
-PAPER = {
-    ("scientific", "sasrec"): (0.1080, 0.0553, 0.2042, 0.0760),
-    ("scientific", "unisrec_t"): (0.1188, 0.0641, 0.2394, 0.0903),
-    ("scientific", "unisrec_t_id"): (0.1235, 0.0634, 0.2473, 0.0904),
-    ("online_retail", "sasrec"): (0.1460, 0.0675, 0.3872, 0.1201),
-    ("online_retail", "unisrec_t"): (0.1449, 0.0677, 0.3604, 0.1149),
-    ("online_retail", "unisrec_t_id"): (0.1537, 0.0724, 0.3885, 0.1239),
-}
-METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
 MODELS = {
     "sasrec": ("SASRec", "unisrec train sasrec {data} --output {out} --seed {seed}"),
     "unisrec_t_id": ("UniSRec_t+ID (scratch)", "unisrec finetune {data} --mode transductive --output {out} --seed {seed}"),
@@ -56,9 +47,9 @@ def run_one(data: Path, model: str, seed: int, out: Path, opts: dict, init_from:
 
 
 def command_line(data: Path, model: str, seed: int, out: Path, opts: dict, init_from: str = "") -> str:
-    cmd = MODELS[model][1].format(data=data, out=out, seed=seed)
+    cmd = MODELS[model][1].format(data=benchlib.display_path(data), out=benchlib.display_path(out), seed=seed)
     if init_from:
-        cmd += f" --from {init_from}"
+        cmd += f" --from {benchlib.display_path(init_from)}"
     for k, v in opts.items():
         if k == "progress":
             continue
@@ -71,25 +62,13 @@ def label(model: str, init_from: str) -> str:
     return name.replace("(scratch)", f"(pre-trained: {Path(init_from).name})") if init_from else name
 
 
-def fmt(values: list[float]) -> str:
-    import numpy as np
-
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
-
-
 def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
-    import numpy as np
-
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["model"]), []).append(r)
     summary = []
     lines = [
-        ("# Table 3, transfer rows (fine-tuned from " + args.init_from + "): measured beside the paper" if args.init_from
+        ("# Table 3, transfer rows (fine-tuned from " + benchlib.display_path(args.init_from) + "): measured beside the paper" if args.init_from
          else "# Table 3, from-scratch rows: measured beside the paper"),
         "",
         "Test set, full ranking over all items (history items kept, padding excluded), leave-one-out.",
@@ -102,14 +81,15 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
     ]
     for (ds, model), rs in sorted(groups.items()):
         vals = {m: [r["metrics"]["test"][m] for r in rs] for m in METRICS}
-        paper = PAPER.get((ds, model)) or PAPER.get((ds.removesuffix("_shuffled"), model))  # same data, other tie order
-        rel = {m: (float(np.mean(vals[m])) / p - 1) for m, p in zip(METRICS, paper)} if paper else {}
+        paper = benchlib.paper_row(ds, model)  # "_shuffled": the same data in another tie order
+        stats = {m: benchlib.mean_std(v) for m, v in vals.items()}
+        rel = {m: stats[m][0] / p - 1 for m, p in zip(METRICS, paper)} if paper else {}
         entry = {
             "dataset": ds,
             "model": model,
             "seeds": [r["seed"] for r in rs],
-            "mean": {m: float(np.mean(v)) for m, v in vals.items()},
-            "std": {m: float(np.std(v, ddof=1)) if len(v) > 1 else None for m, v in vals.items()},
+            "mean": {m: s[0] for m, s in stats.items()},
+            "std": {m: s[1] for m, s in stats.items()},
             "paper": dict(zip(METRICS, paper)) if paper else None,
             "relative_to_paper": rel,
             "best_epochs": [r["metrics"]["best_epoch"] for r in rs],
@@ -124,12 +104,12 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> tuple[dict, str]:
             " (" + ", ".join("early-stopped" if s == "early_stopping" else "TRUNCATED, not early-stopped" for s in entry["stop_reasons"]) + ")")
         lines.append(
             f"| {ds} | {label(model, args.init_from)} | {len(rs)} | "
-            + " | ".join(fmt(vals[m]) for m in METRICS)
+            + " | ".join(benchlib.fmt_values(vals[m]) for m in METRICS)
             + " | " + (" / ".join(f"{p:.4f}" for p in paper) if paper else "-")
             + " | " + (f"{rel['recall@10']:+.1%}" if rel else "-")
             + " | " + (f"{rel['ndcg@10']:+.1%}" if rel else "-")
             + " | " + ", ".join(f"{b}/{e}" for b, e in zip(entry["best_epochs"], entry["epochs_run"])) + stops
-            + f" | {np.mean(entry['wall_seconds']) / 60:.1f} |"
+            + f" | {benchlib.mean_std(entry['wall_seconds'])[0] / 60:.1f} |"
         )
     lines += ["", "Commands (one per run; `--threads`/`--device` only change speed):", ""]
     for r in rows:
@@ -143,9 +123,10 @@ def main() -> int:
     p.add_argument("--datasets", default="scientific,online_retail")
     p.add_argument("--models", default="sasrec,unisrec_t_id,unisrec_t")
     p.add_argument("--seeds", default="2020,2021,2022")
-    p.add_argument("--data-root", default="/work/data", help="folder holding one prepared+encoded dataset dir per name")
+    p.add_argument("--data-root", default=str(benchlib.data_root()),
+                   help="folder holding one prepared+encoded dataset dir per name (default: $UNISREC_DATA, else data/)")
     p.add_argument("--runs", default=str(ROOT / "runs" / "table3"), help="where model directories go")
-    p.add_argument("--out", default=str(ROOT / "results" / "table3"), help="output prefix (.json and .md)")
+    p.add_argument("--out", default=str(benchlib.RESULTS / "table3" / "table3"), help="output prefix (.json and .md)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0 = default)")
     p.add_argument("--parallel", type=int, default=1, help="runs at once (subprocesses), e.g. 9 on one GPU")
@@ -213,7 +194,7 @@ def main() -> int:
                     cmd += ["--init-from", args.init_from]
                 log = open(out.parent / f"seed{seed}.log", "a")
                 print(f"start {ds} {model} seed {seed} -> {out}", flush=True)
-                running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))), job))
+                running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), job))
             time.sleep(2)
             for proc, job in list(running):
                 if proc.poll() is not None:
@@ -230,10 +211,7 @@ def main() -> int:
         print("no finished runs", file=sys.stderr)
         return 1
     summary, md = summarise(rows, args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    out.with_suffix(".md").write_text(md)
+    benchlib.write_result(args.out, summary, md, sort_keys=True)
     print(md)
     return 0
 

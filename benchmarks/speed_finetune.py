@@ -1,6 +1,6 @@
 """Seconds per fine-tuning epoch and per validation pass: this library's step vs the release's.
 
-    PYTHONPATH=src python3 benchmarks/speed_finetune.py --data /work/data/scientific --threads 1
+    python benchmarks/speed_finetune.py --data data/scientific --threads 1     # -> results/speed/speed_finetune.*
 
 All variants are timed in the same process on the same batches, so their *ratios* hold even on a
 busy machine (absolute seconds do not). Per variant: ``--steps`` training steps (after one warm-up)
@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import benchlib
 
 
 def release_style_loss(model, hist, lens, tgt, device):
@@ -72,7 +70,6 @@ def write_reports(results: dict, out: Path) -> None:
         ratios[f"{kind}: release validation anchor 29 s / validation CPU s"] = ANCHORS["validation"] / v[f"{kind}/validation"]["cpu_s"]
     results["ratios"] = ratios
     results["anchors_seconds"] = ANCHORS
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     md = ["# Fine-tuning speed (s/epoch, batch 2048, paper model config)", "",
           f"Dataset `{results['dataset']}` ({results['train_examples']} training examples, {results['steps_per_epoch']} steps/epoch; "
           f"every-position: {results['every_position_steps_per_epoch']} steps), device {results['device']}, "
@@ -90,7 +87,7 @@ def write_reports(results: dict, out: Path) -> None:
             md.append(f"| {k} (full ranking, all users, s/pass) | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | | |")
     md += ["", "| speed-up | value |", "|---|---|"] + [f"| {k} | {x:.1f}x |" for k, x in ratios.items()]
     md += ["", f"Command: `{results.get('command', '')}`", ""]
-    out.with_suffix(".md").write_text("\n".join(md))
+    benchlib.write_result(out, results, md, sort_keys=True)
     print("\n".join(md))
 
 
@@ -104,11 +101,12 @@ def main() -> int:
     from unisrec.training.finetune import batch_loss_every_position, batch_loss_last, epoch_batches, train_windows
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="/work/data/scientific")
+    p.add_argument("--data", default=str(benchlib.dataset_dir("scientific")),
+                   help="a prepared + encoded dataset dir (default: $UNISREC_DATA/scientific, else data/scientific)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(ROOT / "results" / "speed_finetune"))
+    p.add_argument("--out", default=str(benchlib.RESULTS / "speed" / "speed_finetune"), help="output prefix (.json and .md)")
     p.add_argument("--skip-release", action="store_true")
     p.add_argument("--render-only", action="store_true", help="rewrite the markdown from an existing --out JSON")
     args = p.parse_args()
@@ -129,7 +127,7 @@ def main() -> int:
     w_batches = [(w_in[i], w_len[i], w_tgt[i], w_cnt[i]) for i in w_batches_idx]
     v_hist, v_lens, v_tgt = ds.examples("valid", 50)
 
-    results = {"dataset": str(args.data), "train_examples": int(len(tgt)), "steps_per_epoch": n_steps_epoch,
+    results = {"dataset": benchlib.display_path(args.data), "train_examples": int(len(tgt)), "steps_per_epoch": n_steps_epoch,
                "every_position_steps_per_epoch": len(w_batches), "threads": torch.get_num_threads(),
                "device": str(dev), "timed_steps": args.steps, "variants": {}}
     for kind in ("unisrec_t_id", "sasrec"):
@@ -159,10 +157,8 @@ def main() -> int:
         results["variants"][f"{kind}/validation"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
         print(f"{kind:13s} validation pass {time.perf_counter() - w:.2f}s wall", flush=True)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results["command"] = "PYTHONPATH=src python3 benchmarks/speed_finetune.py " + " ".join(sys.argv[1:])
-    write_reports(results, out)
+    results["command"] = benchlib.reproduce_command(__file__)
+    write_reports(results, Path(args.out))
     return 0
 
 

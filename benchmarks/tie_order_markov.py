@@ -6,18 +6,20 @@ and NDCG@10 (ties in count broken by popularity, then pessimistically like the e
 Also: the share of consecutive pairs in the training parts whose item codes (StockCode) are
 adjacent in sorted code order ("catalogue order").
 
-    .venv/bin/python benchmarks/tie_order_markov.py /work/data/online_retail /work/data/online_retail_shuffled
+    python benchmarks/tie_order_markov.py data/online_retail data/online_retail_shuffled \
+        --out results/online_retail/tie_order_markov.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import benchlib
+
 from unisrec.data.dataset import Dataset  # noqa: E402
 from unisrec.evaluation.metrics import metrics_from_ranks  # noqa: E402
 
@@ -46,10 +48,21 @@ def check(path: str) -> dict:
     order = np.argsort(np.array([str(x) for x in ds.item_ids]), kind="stable") + 1
     code_rank[order] = np.arange(1, n)
     adjacent = float(np.mean(np.abs(code_rank[src] - code_rank[dst]) <= 1))
-    return {"dataset": path, "order": ds.manifest.get("split", {}).get("order"), "markov_test": m,
+    return {"dataset": benchlib.display_path(path), "order": ds.manifest.get("split", {}).get("order"), "markov_test": m,
             "train_pairs": int(nxt_ok.sum()), "pairs_with_adjacent_item_codes": round(adjacent, 4)}
 
 
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("datasets", nargs="+", help="prepared dataset dirs (e.g. one per tie order)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the rows to this JSON file")
+    args = ap.parse_args()
+    text = json.dumps([check(p) for p in args.datasets], indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
 if __name__ == "__main__":
-    rows = [check(p) for p in sys.argv[1:]]
-    print(json.dumps(rows, indent=2))
+    main()

@@ -1,15 +1,16 @@
-"""Transfer experiments: fine-tune from a pre-trained checkpoint vs from scratch (SPEC Table 3 rows).
+"""Transfer experiments: fine-tune from a pre-trained checkpoint vs from scratch (Table 3's UniSRec rows).
 
 For every target x mode (inductive UniSRec_t, transductive UniSRec_t+ID) x init (scratch,
 pre-trained) x seed, runs ``unisrec finetune TARGET --mode M [--from CKPT] --seed S`` into
 ``runs/transfer/...`` (a finished run is reused, not re-run), then writes
 
-* results/transfer.json / .md: test Recall/NDCG@10/50, mean +- std over seeds, beside Table 3;
-* results/transfer_curves.png: validation NDCG@10 per epoch, scratch vs pre-trained.
+* ``--out``.json / .md (default results/transfer/transfer): test Recall/NDCG@10/50, mean +- std
+  over seeds, beside the paper's Table 3 (docs/protocol.md, "Reference numbers");
+* ``--out``_curves.png: validation NDCG@10 per epoch, scratch vs pre-trained.
 
-    .venv/bin/python benchmarks/transfer.py \
-        --target scientific=/work/data/scientific:ckpt/pre_games \
-        --target online_retail=/work/data/online_retail:ckpt/pre_games_sci \
+    python benchmarks/transfer.py \
+        --target scientific=data/scientific:ckpt/pre_games \
+        --target online_retail=data/online_retail:ckpt/pre_games_sci \
         --seeds 2020 2021 2022 --time-limit-minutes 4 -- --batch-size 2048
 
 Arguments after ``--`` go to every ``unisrec finetune`` call (both arms alike).
@@ -25,13 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PAPER = {  # SPEC "Headline numbers" (Table 3, test set): R@10, N@10, R@50, N@50
-    ("scientific", "inductive"): (0.1188, 0.0641, 0.2394, 0.0903),
-    ("scientific", "transductive"): (0.1235, 0.0634, 0.2473, 0.0904),
-    ("online_retail", "inductive"): (0.1449, 0.0677, 0.3604, 0.1149),
-    ("online_retail", "transductive"): (0.1537, 0.0724, 0.3885, 0.1239),
-}
-METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+import benchlib
+from benchlib import METRICS
+
 UNISREC = [sys.executable, "-m", "unisrec"]
 
 
@@ -48,12 +45,8 @@ def run_one(target_dir: str, out: Path, mode: str, seed: int, ckpt: str | None, 
         print("$ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     metrics = json.loads((out / "metrics.json").read_text())
-    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines() if line.strip()]
+    log = benchlib.read_jsonl(out / "training_log.jsonl")
     return {"metrics": metrics, "curve": [(r["epoch"], r["valid"]["ndcg@10"]) for r in log]}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def main() -> None:
@@ -67,7 +60,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     ap.add_argument("--time-limit-minutes", type=float, default=0.0)
     ap.add_argument("--runs", default="runs/transfer")
-    ap.add_argument("--out", default="results/transfer")
+    ap.add_argument("--out", default=str(benchlib.RESULTS / "transfer" / "transfer"), help="output prefix (.json, .md, _curves.png)")
     ap.add_argument("--only-report", action="store_true", help="aggregate finished runs, start none")
     args = ap.parse_args(argv)
 
@@ -104,9 +97,9 @@ def main() -> None:
 
 
 def summarise(name: str, mode: str, init: str, ck: str | None, results: list[dict]) -> dict:
-    row = {"target": name, "mode": mode, "init": init, "checkpoint": ck, "seeds": len(results)}
+    row = {"target": name, "mode": mode, "init": init, "checkpoint": ck and benchlib.display_path(ck), "seeds": len(results)}
     for m in METRICS:
-        row[m] = mean_std([r["metrics"]["test"][m] for r in results])
+        row[m] = benchlib.mean_std([r["metrics"]["test"][m] for r in results])
     row["epochs_run"] = [r["metrics"]["epochs_run"] for r in results]
     row["best_epoch"] = [r["metrics"]["best_epoch"] for r in results]
     row["stop_reason"] = sorted({r["metrics"]["stop_reason"] for r in results})
@@ -117,10 +110,8 @@ def summarise(name: str, mode: str, init: str, ck: str | None, results: list[dic
 
 def write_report(args: argparse.Namespace, extra: list[str], rows: list[dict], curves: dict) -> None:
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = {"finetune_args": extra, "time_limit_minutes": args.time_limit_minutes, "seeds": args.seeds, "rows": rows,
               "machine": f"{os.cpu_count()} shared CPU cores"}
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     md = [
         "# Transfer: pre-trained vs from scratch (test set, mean ± std over seeds)",
         "",
@@ -132,14 +123,15 @@ def write_report(args: argparse.Namespace, extra: list[str], rows: list[dict], c
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = " | ".join(f"{r[m][0]:.4f} ± {r[m][1]:.4f}" for m in METRICS)
+        cells = " | ".join(benchlib.fmt_mean_std(*r[m]) for m in METRICS)
         eps = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"]))
         md.append(f"| {r['target']} | {r['mode']} | {r['init']} | {r['seeds']} | {cells} | {eps} | {r['median_epoch_seconds']:.0f} |")
-    for (t, m), vals in PAPER.items():
-        if any(r["target"] == t and r["mode"] == m for r in rows):
+    for t, m in dict.fromkeys((r["target"], r["mode"]) for r in rows):
+        vals = benchlib.paper_row(t, m)
+        if vals:
             md.append(f"| {t} | {m} | paper | | " + " | ".join(f"{v:.4f}" for v in vals) + " | | |")
-    md += ["", f"Reproduce: `.venv/bin/python benchmarks/transfer.py {' '.join(sys.argv[1:])}`", ""]
-    out.with_suffix(".md").write_text("\n".join(md))
+    md += ["", f"Reproduce: `{benchlib.reproduce_command(__file__)}`", ""]
+    benchlib.write_result(out, report, md)
     plot_curves(curves, out.with_name(out.name + "_curves.png"))
 
 

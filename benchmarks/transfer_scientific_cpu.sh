@@ -5,11 +5,13 @@
 # linked into the tree, not re-run. Inductive and transductive run side by side (2 cores).
 # Usage: bash benchmarks/transfer_scientific_cpu.sh CKPT [UNTRAINED_CKPT]
 #   UNTRAINED_CKPT default: made here with `unisrec pretrain --max-steps 1 --lr 0` (initial weights).
+# Datasets: DATA (default $UNISREC_DATA, else data/) holds games/ and scientific/.
+# Writes results/transfer/transfer_scientific.{json,md} and _curves.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT="${1:?pre-trained checkpoint dir}"
 UNTRAINED="${2:-runs/pretrain/games_untrained}"
-DATA="${DATA:-/work/data}"; RUNS="${RUNS:-runs/transfer3}"; SEEDS="${SEEDS:-2020 2021 2022}"
+DATA="${DATA:-${UNISREC_DATA:-data}}"; RUNS="${RUNS:-runs/transfer3}"; SEEDS="${SEEDS:-2020 2021 2022}"
 LIMIT="${LIMIT:-10}"
 if [ ! -f "$UNTRAINED/model.safetensors" ]; then
   .venv/bin/unisrec pretrain "$DATA/games" --output "$UNTRAINED" --max-steps 1 --lr 0 --batch-size 64 --no-progress
@@ -32,4 +34,4 @@ for mode in inductive transductive; do
 done
 wait
 .venv/bin/python benchmarks/transfer.py --target "scientific=$DATA/scientific:$CKPT" --seeds $SEEDS --runs "$RUNS" \
-  --only-report --out results/transfer_scientific -- --threads 1
+  --only-report --out results/transfer/transfer_scientific -- --threads 1
