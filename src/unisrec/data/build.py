@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
 from unisrec.data.kcore import kcore_filter
+from unisrec.data.output import inspect_output, resolve_output, writer_lock
 from unisrec.data.records import ON_BAD_LINES, BadRecords, InputError
 from unisrec.data.sequences import TIE_ORDERS, build_sequences
 
@@ -216,9 +217,16 @@ def _deduplicate(inter: Interactions, bad: BadRecords, duplicates: str, steps: l
 
 @contextmanager
 def preparing(opts: PrepareOptions, inputs: dict[str, Path | None]) -> Iterator[None]:
-    """Around a whole prepare run: checks the output before any input is read (a refused output
-    fails at once, not after minutes of parsing)."""
-    yield
+    """Around a whole prepare run: the output is checked before any input is read (a refused output
+    fails at once, not after minutes of parsing) and its writer lock is held until the dataset is
+    written, so a second writer of the same folder is refused at once."""
+    if opts.output is None:
+        yield
+        return
+    target = resolve_output(opts.output)
+    with writer_lock(target):
+        inspect_output(target, inputs.values(), opts.force)
+        yield
 
 
 def finish_prepare(inter: Interactions, bad: BadRecords, opts: PrepareOptions, *, source: str,
@@ -235,7 +243,7 @@ def finish_prepare(inter: Interactions, bad: BadRecords, opts: PrepareOptions, *
 def write_prepared(ds: Dataset, opts: PrepareOptions, inputs: dict[str, Path | None]) -> Dataset:
     """Write a prepared dataset to ``opts.output`` (if set); returns it."""
     if opts.output is not None:
-        ds.save(opts.output)
+        ds.save(opts.output, force=opts.force, inputs=inputs.values())
     return ds
 
 

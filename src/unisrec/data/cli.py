@@ -24,7 +24,10 @@ run with file + line + problem, unless --on-bad-lines skip (then they are counte
 
 
 def _common(p: argparse.ArgumentParser, kcore: bool = True) -> None:
-    p.add_argument("--output", "-o", required=True, metavar="DIR", help="dataset directory to write (replaced atomically)")
+    p.add_argument("--output", "-o", required=True, metavar="DIR",
+                   help="dataset directory to write: new, empty, or a unisrec dataset (replaced atomically)")
+    p.add_argument("--force", action="store_true",
+                   help="also write into an existing non-empty folder that is not a unisrec dataset (its files are kept)")
     p.add_argument("--name", help="dataset name recorded in the manifest (default: the output folder's name)")
     p.add_argument("--max-history", type=int, default=DEFAULT_MAX_HISTORY, metavar="N",
                    help="history window recorded for the split (default %(default)s, the paper's)")
@@ -110,6 +113,11 @@ def _summary(ds, started: float) -> int:
     dropped = ds.manifest.get("dropped", {})
     if dropped:
         print("dropped: " + ", ".join(f"{k} {v:,}" for k, v in dropped.items()))
+    kept, gone = ds.manifest.get("features", {}), ds.manifest.get("features_dropped")
+    if kept:
+        print(f"kept feature sets (item table unchanged): {', '.join(sorted(kept))}")
+    if gone:
+        print(f"dropped feature sets {', '.join(gone['sets'])}: {gone['reason']}")
     return 0
 
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -144,88 +143,127 @@ class Dataset:
             raise DatasetError(
                 f"feature set {name!r} of {self.path} has no word-drop copy; run `unisrec encode {self.path} --word-drop 0.15`"
             )
-        arr = np.load(self.path / info[key], mmap_mode="r" if mmap else None)
-        if arr.shape[0] != self.num_items + 1:
+        arr = load_array(self.path / info[key], mmap)
+        if arr.ndim != 2 or arr.shape[0] != self.num_items + 1:
             raise DatasetError(f"{self.path / info[key]} has {arr.shape[0]} rows, expected {self.num_items + 1}")
         return arr
 
     # -------------------------------------------------------------- save/load
-    def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
-        """Write atomically: a temporary sibling directory renamed into place, so a failed run never
-        leaves a half-written dataset that looks complete. Existing feature files are kept only if the
-        caller copied them (prepare builds a new dataset, so it has none)."""
+    def save(self, path: str | os.PathLike, overwrite: bool = True, *, force: bool = False,
+             inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+        """Write the dataset directory ``path`` atomically (see :mod:`unisrec.data.output`): built
+        complete in a temporary sibling and swapped in, so a crash leaves the old or the new dataset.
+
+        ``path`` may be new, an empty folder or a unisrec dataset (``overwrite=False`` refuses an
+        existing one); a non-empty folder of other files needs ``force`` and keeps its files; an
+        output that is or holds one of ``inputs`` is refused. Feature sets: those of the dataset
+        being replaced are kept when the item table is unchanged (same ids and texts in the same
+        order), else dropped and listed in ``manifest["features_dropped"]``; a dataset loaded from
+        another folder brings its own feature files along.
+        """
+        from unisrec.data import output as out
+
+        target = out.resolve_output(path)
+        with out.writer_lock(target):
+            kind = out.inspect_output(target, inputs, force)
+            if kind != "new" and not overwrite:
+                raise DatasetError(f"{target} exists")
+            old = out.read_manifest(target) if kind == "dataset" else None
+            tmp = out.make_temporary_sibling(target)
+            try:
+                manifest = self._write_tables(tmp)
+                manifest.update(self._carry_features(tmp, target, old))
+                write_json(tmp / MANIFEST, manifest)
+                if kind in ("dataset", "foreign"):
+                    out.carry_foreign(target, tmp, out.own_entries(target, old))
+                out.install(tmp, target, kind)
+            except OSError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise out.write_error(target, exc) from None
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        self.path = target
+        self.manifest = manifest
+        return target
+
+    def _write_tables(self, folder: Path) -> dict[str, Any]:
+        """items.parquet, users.parquet, sequences.npz into ``folder``; returns the manifest to write."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and not overwrite:
-            raise DatasetError(f"{path} exists")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            write_items_table(tmp / "items.parquet", self.item_ids, self.item_texts)
-            pq.write_table(
-                pa.table(
-                    {
-                        "index": pa.array(np.arange(self.num_users, dtype=np.int32)),
-                        "user_id": pa.array(self.user_ids, pa.string()),
-                    }
-                ),
-                tmp / "users.parquet",
-                compression="zstd",
-                write_statistics=False,
-            )
-            # np.savez with fixed names and no compression is byte-deterministic
-            with open(tmp / "sequences.npz", "wb") as fh:
-                np.savez(fh, offsets=self.seq_offsets.astype(np.int64), items=self.seq_items.astype(np.int32))
-            manifest = dict(self.manifest)
-            manifest.update(
-                format_version=FORMAT_VERSION,
-                name=self.name,
-                counts={
-                    "users": self.num_users,
-                    "items": self.num_items,
-                    "interactions": self.num_interactions,
-                },
-            )
-            manifest.setdefault("features", {})
-            write_json(tmp / MANIFEST, manifest)
-            if self.path is not None and (self.path / "features").is_dir() and manifest["features"]:
-                shutil.copytree(self.path / "features", tmp / "features")
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.rename(path, old)
-                os.rename(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
+        write_items_table(folder / "items.parquet", self.item_ids, self.item_texts)
+        users = pa.table({"index": pa.array(np.arange(self.num_users, dtype=np.int32)),
+                          "user_id": pa.array(self.user_ids, pa.string())})
+        pq.write_table(users, folder / "users.parquet", compression="zstd", write_statistics=False)
+        # np.savez with fixed names and no compression is byte-deterministic
+        with open(folder / "sequences.npz", "wb") as fh:
+            np.savez(fh, offsets=self.seq_offsets.astype(np.int64), items=self.seq_items.astype(np.int32))
+        manifest = {k: v for k, v in self.manifest.items() if k not in ("features", "default_features", "features_dropped")}
+        manifest.update(format_version=FORMAT_VERSION, name=self.name,
+                        counts={"users": self.num_users, "items": self.num_items, "interactions": self.num_interactions})
+        return manifest
+
+    def _carry_features(self, folder: Path, target: Path, old: dict | None) -> dict[str, Any]:
+        """Feature files to bring into the new ``folder`` and the manifest entries that say so.
+
+        Feature sets of a replaced dataset whose item table changed are dropped from ``features``
+        but their files stay as the encode cache (``features_dropped["cache"]``): `unisrec encode`
+        then re-encodes only the texts it has no vector for."""
+        source, feats, default = target, {}, None
+        cache = dict(((old or {}).get("features_dropped") or {}).get("cache") or {})
+        if old and old.get("features"):
+            if self._same_items(target):
+                feats, default = old["features"], old.get("default_features")
             else:
-                os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self.path = path
-        self.manifest = manifest
-        return path
+                cache.update(old["features"])
+        elif self.path is not None and Path(self.path).resolve() != target and self.manifest.get("features"):
+            source, feats, default = Path(self.path), self.manifest["features"], self.manifest.get("default_features")
+        for info in [*feats.values(), *cache.values()]:
+            for key in ("file", "augmented_file", "keys_file"):
+                if info.get(key) and (source / info[key]).is_file() and not (folder / info[key]).exists():
+                    (folder / info[key]).parent.mkdir(exist_ok=True)
+                    try:
+                        os.link(source / info[key], folder / info[key])
+                    except OSError:  # another file system, or links not allowed: copy
+                        shutil.copy2(source / info[key], folder / info[key])
+        out: dict[str, Any] = {"features": dict(feats)}
+        if default:
+            out["default_features"] = default
+        if cache:
+            out["features_dropped"] = {"sets": sorted(cache), "cache": cache,
+                                       "reason": "the item table changed (item ids, texts or their order); "
+                                                 "run `unisrec encode` again (unchanged texts are not re-encoded)"}
+        return out
+
+    def _same_items(self, other: Path) -> bool:
+        """True if dataset ``other`` has exactly this item table (ids and texts, in order)."""
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(other / "items.parquet", columns=["item_id", "text"])
+        except (OSError, ValueError, KeyError):
+            return False
+        return table.column("item_id").to_pylist() == list(self.item_ids) and \
+            table.column("text").to_pylist() == list(self.item_texts)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Dataset":
-        import pyarrow.parquet as pq
-
         path = Path(path)
         mf = path / MANIFEST
         if not mf.is_file():
             raise DatasetError(f"{path} is not a unisrec dataset directory (no {MANIFEST}); create one with `unisrec prepare`")
-        manifest = json.loads(mf.read_text())
+        manifest = _read_manifest_file(mf)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise DatasetError(f"{mf}: format_version {manifest.get('format_version')!r}, this unisrec reads {FORMAT_VERSION}")
-        items = pq.read_table(path / "items.parquet")
-        users = pq.read_table(path / "users.parquet")
-        with np.load(path / "sequences.npz") as z:
-            offsets, seq = z["offsets"], z["items"]
+        items = _read_parquet(path / "items.parquet", ("item_id", "text"))
+        users = _read_parquet(path / "users.parquet", ("user_id",))
+        offsets, seq = _read_sequences(path / "sequences.npz")
         ds = cls(
-            name=manifest["name"],
-            item_ids=items.column("item_id").to_pylist(),
-            item_texts=items.column("text").to_pylist(),
-            user_ids=users.column("user_id").to_pylist(),
+            name=manifest.get("name", path.name),
+            item_ids=items["item_id"],
+            item_texts=items["text"],
+            user_ids=users["user_id"],
             seq_offsets=offsets,
             seq_items=seq,
             manifest=manifest,
@@ -241,6 +279,51 @@ class Dataset:
             raise DatasetError("dataset has no directory")
         self.manifest.update(changes)
         write_json(self.path / MANIFEST, self.manifest)
+
+
+def _damaged(path: Path, exc: BaseException) -> DatasetError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatasetError(f"{path}: cannot be read ({reason}); the file is missing, truncated or damaged -- "
+                        "prepare (or encode) the dataset again")
+
+
+def _read_manifest_file(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(path, exc) from None
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: not a JSON object; the manifest is damaged -- prepare the dataset again")
+    return manifest
+
+
+def _read_parquet(path: Path, columns: tuple[str, ...]) -> dict[str, list]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=list(columns))
+        return {c: table.column(c).to_pylist() for c in columns}
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        raise _damaged(path, exc) from None
+
+
+def _read_sequences(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import zipfile
+
+    try:
+        with np.load(path) as z:
+            return z["offsets"], z["items"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise _damaged(path, exc) from None
+
+
+def load_array(path: Path, mmap: bool = True) -> np.ndarray:
+    """``np.load`` of a feature file, with a one-line error naming a missing or damaged file."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError, EOFError) as exc:
+        raise _damaged(path, exc) from None
 
 
 def write_items_table(path: str | os.PathLike, item_ids: list[str], item_texts: list[str]) -> None:
@@ -262,5 +345,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Deterministic, atomic JSON write (sorted keys, 2-space indent, trailing newline)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--dim", type=int, default=None, metavar="D", help="vector size of the --import file (768 for BERT)")
     p.add_argument("--item2index", metavar="FILE", default=None,
                    help="raw_id<TAB>row map of the --import file (default: FILE's sibling <stem>.item2index if any)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a model that ships its own Python code to run it (off: such a model is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -59,7 +61,7 @@ def run(args) -> int:
         batch_size=args.batch_size, device=args.device, word_drop=args.word_drop, seed=args.seed, name=args.name,
         import_file=args.import_file, dim=args.dim, dtype=args.dtype, set_default=args.set_default,
         import_augmented=args.import_augmented, item2index=args.item2index,
-        max_tokens=args.max_tokens or None, progress=not args.quiet,
+        max_tokens=args.max_tokens or None, progress=not args.quiet, trust_remote_code=args.trust_remote_code,
     )
     ds = Dataset.load(args.dataset)
     info = ds.manifest["features"][name]

@@ -174,6 +174,8 @@ class TextEncoder:
     ``TextEncoder("bert-base-uncased")`` is the paper's setting ([CLS] pooling, 768-d).
     ``dtype`` "float16"/"bfloat16" runs the model in half precision (for CUDA; float32 is the
     default everywhere so that stored features are reproducible bit for bit on the same machine).
+    ``trust_remote_code``: allow a model that ships its own Python code to run it (default: refuse
+    with an error, never an interactive prompt).
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class TextEncoder:
         max_length: int = 512,
         device: str = "cpu",
         dtype: str | None = None,
+        trust_remote_code: bool = False,
     ):
         import torch
 
@@ -202,9 +205,19 @@ class TextEncoder:
 
             hf_logging.disable_progress_bar()  # our own bar reports the encoding; theirs only weight loading
 
-            self.tokenizer = AutoTokenizer.from_pretrained(self.load_path, local_files_only=local)
-            self.model = AutoModel.from_pretrained(self.load_path, local_files_only=local, dtype=getattr(torch, self.dtype))
+            # trust_remote_code is always passed: left unset, transformers asks "run custom code? [y/N]"
+            # on a terminal for a model that ships its own Python code
+            trust = bool(trust_remote_code)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.load_path, local_files_only=local, trust_remote_code=trust)
+            self.model = AutoModel.from_pretrained(self.load_path, local_files_only=local, dtype=getattr(torch, self.dtype),
+                                                   trust_remote_code=trust)
         except Exception as exc:
+            if "trust_remote_code" in str(exc) and not trust_remote_code:
+                raise EncoderError(
+                    f"text encoder {self.name!r} needs to run Python code from its own files (custom model code); "
+                    "refused by default: pass --trust-remote-code (Python: trust_remote_code=True) only if you trust "
+                    "where the model comes from"
+                ) from None
             raise EncoderError(_cannot_load(self.name, exc)) from None
         self.model.eval().to(self.device)
         limit = getattr(self.model.config, "max_position_embeddings", None) or 512

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from unisrec.data.dataset import Dataset, DatasetError
+from unisrec.data.dataset import Dataset, DatasetError, load_array
+from unisrec.data.output import writer_lock
 from unisrec.errors import UserError
 from unisrec.text.encoder import DEFAULT_ENCODER, EncoderError, TextEncoder, default_pooling, resolve_encoder
 from unisrec.text.word_drop import text_keys, word_drop as drop_words
@@ -78,6 +79,7 @@ def encode_dataset(
     item2index: str | os.PathLike | None = None,
     max_tokens: int | None = 16384,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> str:
     """Encode the item texts of ``dataset_dir`` (or import a raw feature file); return the set's name.
 
@@ -85,107 +87,126 @@ def encode_dataset(
     ``word_drop=P`` (0 < P < 1) also writes the word-drop copy ("augmented_file") with ``seed``;
     ``word_drop=None`` keeps the copy the set already has (if any), ``word_drop=0`` removes it.
     The first feature set of a dataset becomes its default; ``set_default`` makes this one default.
+    ``trust_remote_code`` lets a model run the Python code of its own repository (off by default).
+    The dataset's writer lock is held throughout: a second writer is refused.
     """
-    ds = Dataset.load(dataset_dir)
-    if import_file is not None:
-        if dim is None:
-            raise UserError("--import needs --dim D (the vector size of the file, 768 for the authors' BERT features)")
-        return import_features(ds, import_file, dim, name=name, augmented_file=import_augmented, item2index=item2index,
-                               encoder=encoder if isinstance(encoder, str) else None, set_default=set_default)
-    if word_drop is not None and not 0.0 <= word_drop < 1.0:
-        raise UserError(f"--word-drop must be in [0, 1), got {word_drop}")
-
-    # settings, resolved without loading the model (a cache hit must not pay for it)
-    if isinstance(encoder, TextEncoder):
-        enc: TextEncoder | None = encoder
-        settings = {k: v for k, v in encoder.settings().items() if k in _SETTING_KEYS}
-        if pooling and pooling != encoder.pooling:
-            raise UserError(f"pooling {pooling!r} differs from the given encoder's {encoder.pooling!r}; set it in TextEncoder(...)")
-    else:
-        enc = None
-        enc_name = encoder or DEFAULT_ENCODER
-        load_path, revision = resolve_encoder(enc_name)
-        settings = {
-            "encoder": enc_name,
-            "pooling": pooling or default_pooling(load_path),
-            "max_length": int(max_length),
-            "revision": revision,
-            "dtype": {"fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(dtype or "float32", dtype or "float32"),
-        }
-        if settings["pooling"] not in ("cls", "mean"):
-            raise EncoderError(f"--pooling must be cls or mean, got {settings['pooling']!r}")
-    name = _check_name(name or default_feature_name(settings["encoder"], settings["pooling"]))
-
-    feats = dict(ds.manifest.get("features", {}))
-    old = feats.get(name)
-    texts = ["" if t is None else t for t in ds.item_texts]
-    keys = text_keys(texts)
-    thash = texts_hash(keys)
-    fdir = ds.path / "features"
-    fdir.mkdir(exist_ok=True)
-    _remove_stale_temporaries(fdir, name)
-    clean_file = f"features/{name}.npy"
-    aug_file = f"features/{name}.word-drop.npy"
-    keys_file = f"features/{name}.keys.npy"
-
-    same_model = old is not None and all(old.get(k) == settings[k] for k in _SETTING_KEYS)
-    old_keys = _load_keys(ds.path / keys_file) if same_model and old.get("keys_file") == keys_file else None
-    if word_drop is None:  # keep the set's word-drop copy if it has one
-        wd = float(old.get("word_drop") or 0.0) if same_model and old.get("augmented_file") else 0.0
-        wd_seed = old.get("seed") if wd else None
-    else:
-        wd = float(word_drop)
-        wd_seed = (DEFAULT_SEED if seed is None else int(seed)) if wd > 0 else None
-
-    clean_rows = _reusable_rows(old_keys, keys, ds.path / clean_file, old and old.get("dim"))
-    aug_ok = wd > 0 and same_model and old.get("augmented_file") == aug_file and float(old.get("word_drop") or 0) == wd \
-        and old.get("seed") == wd_seed
-    aug_rows = _reusable_rows(old_keys, keys, ds.path / aug_file, old and old.get("dim")) if aug_ok else None
-
-    full_hit = (
-        old is not None and same_model and old.get("text_hash") == thash and old.get("file") == clean_file
-        and clean_rows is not None and bool((clean_rows >= 0).all())
-        and (wd == 0 or (aug_rows is not None and bool((aug_rows >= 0).all())))
-        and (wd > 0 or "augmented_file" not in old)
-    )
-    if full_hit:
-        _say(progress, f"features {name!r} of {ds.path} are up to date (cache hit, {ds.num_items} items)")
-        _record(ds, name, old, set_default)
+    Dataset.load(dataset_dir)  # a clear error if it is not a dataset, before any lock file is made
+    with writer_lock(dataset_dir):
+        ds = Dataset.load(dataset_dir)
+        if import_file is not None:
+            if dim is None:
+                raise UserError("--import needs --dim D (the vector size of the file, 768 for the authors' BERT features)")
+            return import_features(ds, import_file, dim, name=name, augmented_file=import_augmented, item2index=item2index,
+                                   encoder=encoder if isinstance(encoder, str) else None, set_default=set_default)
+        if word_drop is not None and not 0.0 <= word_drop < 1.0:
+            raise UserError(f"--word-drop must be in [0, 1), got {word_drop}")
+        enc, settings = _settings(encoder, pooling, max_length, dtype)
+        name = _check_name(name or default_feature_name(settings["encoder"], settings["pooling"]))
+        plan = _Plan(ds, name, settings, word_drop, seed)
+        if plan.full_hit:
+            _say(progress, f"features {name!r} of {ds.path} are up to date (cache hit, {ds.num_items} items)")
+            _record(ds, name, plan.old, set_default)
+            return name
+        if enc is None and (plan.n_clean or plan.n_aug):
+            enc = TextEncoder(settings["encoder"], pooling=settings["pooling"], max_length=settings["max_length"],
+                              device=device, dtype=settings["dtype"], trust_remote_code=trust_remote_code)
+            settings["revision"] = enc.revision
+        _say(progress, f"encoding {name!r}: {plan.n_clean} of {ds.num_items} texts"
+             + (f", word-drop copy: {plan.n_aug}" if plan.wd else ""))
+        entry = _write_set(ds, plan, settings, enc, batch_size, max_tokens, progress)
+        _record(ds, name, entry, set_default)
         return name
 
-    n_clean = ds.num_items - (int((clean_rows >= 0).sum()) if clean_rows is not None else 0)
-    n_aug = (ds.num_items - (int((aug_rows >= 0).sum()) if aug_rows is not None else 0)) if wd > 0 else 0
-    if enc is None and (n_clean or n_aug):
-        enc = TextEncoder(settings["encoder"], pooling=settings["pooling"], max_length=settings["max_length"],
-                          device=device, dtype=settings["dtype"])
-        settings["revision"] = enc.revision
-    out_dim = enc.dim if enc is not None else int(old["dim"])
-    _say(progress, f"encoding {name!r}: {n_clean} of {ds.num_items} texts" + (f", word-drop copy: {n_aug}" if wd else ""))
 
-    # ---- write everything to temporaries, then rename: keys go first (removed) and last (written)
-    tmp_clean = _build_array(ds, clean_file, name, out_dim, texts, clean_rows, old, "file", enc, batch_size, max_tokens, progress)
+def _settings(encoder: str | TextEncoder | None, pooling: str | None, max_length: int,
+              dtype: str | None) -> tuple[TextEncoder | None, dict[str, Any]]:
+    """The ready encoder (if one was given) and the settings, resolved without loading the model
+    (a cache hit must not pay for it)."""
+    if isinstance(encoder, TextEncoder):
+        if pooling and pooling != encoder.pooling:
+            raise UserError(f"pooling {pooling!r} differs from the given encoder's {encoder.pooling!r}; set it in TextEncoder(...)")
+        return encoder, {k: v for k, v in encoder.settings().items() if k in _SETTING_KEYS}
+    enc_name = encoder or DEFAULT_ENCODER
+    load_path, revision = resolve_encoder(enc_name)
+    settings = {
+        "encoder": enc_name,
+        "pooling": pooling or default_pooling(load_path),
+        "max_length": int(max_length),
+        "revision": revision,
+        "dtype": {"fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(dtype or "float32", dtype or "float32"),
+    }
+    if settings["pooling"] not in ("cls", "mean"):
+        raise EncoderError(f"--pooling must be cls or mean, got {settings['pooling']!r}")
+    return None, settings
+
+
+class _Plan:
+    """What an encode run of feature set ``name`` can reuse (by text hash) and must encode."""
+
+    def __init__(self, ds: Dataset, name: str, settings: dict[str, Any], word_drop: float | None, seed: int | None):
+        feats = dict(ds.manifest.get("features", {}))
+        cache = (ds.manifest.get("features_dropped") or {}).get("cache") or {}
+        self.name, old = name, feats.get(name) or cache.get(name)
+        self.old = old
+        self.texts = ["" if t is None else t for t in ds.item_texts]
+        self.keys = text_keys(self.texts)
+        self.thash = texts_hash(self.keys)
+        fdir = ds.path / "features"
+        fdir.mkdir(exist_ok=True)
+        _remove_stale_temporaries(fdir, name)
+        self.clean_file, self.aug_file, self.keys_file = (f"features/{name}.npy", f"features/{name}.word-drop.npy",
+                                                          f"features/{name}.keys.npy")
+        same_model = old is not None and all(old.get(k) == settings[k] for k in _SETTING_KEYS)
+        old_keys = _load_keys(ds.path / self.keys_file) if same_model and old.get("keys_file") == self.keys_file else None
+        if word_drop is None:  # keep the set's word-drop copy if it has one
+            self.wd = float(old.get("word_drop") or 0.0) if same_model and old.get("augmented_file") else 0.0
+            self.wd_seed = old.get("seed") if self.wd else None
+        else:
+            self.wd = float(word_drop)
+            self.wd_seed = (DEFAULT_SEED if seed is None else int(seed)) if self.wd > 0 else None
+        self.clean_rows = _reusable_rows(old_keys, self.keys, ds.path / self.clean_file, old and old.get("dim"))
+        aug_ok = self.wd > 0 and same_model and old.get("augmented_file") == self.aug_file \
+            and float(old.get("word_drop") or 0) == self.wd and old.get("seed") == self.wd_seed
+        self.aug_rows = _reusable_rows(old_keys, self.keys, ds.path / self.aug_file, old and old.get("dim")) if aug_ok else None
+        self.full_hit = (
+            name in feats and same_model and old.get("text_hash") == self.thash and old.get("file") == self.clean_file
+            and self.clean_rows is not None and bool((self.clean_rows >= 0).all())
+            and (self.wd == 0 or (self.aug_rows is not None and bool((self.aug_rows >= 0).all())))
+            and (self.wd > 0 or "augmented_file" not in old)
+        )
+        n = ds.num_items
+        self.n_clean = n - (int((self.clean_rows >= 0).sum()) if self.clean_rows is not None else 0)
+        self.n_aug = (n - (int((self.aug_rows >= 0).sum()) if self.aug_rows is not None else 0)) if self.wd > 0 else 0
+
+
+def _write_set(ds: Dataset, plan: _Plan, settings: dict[str, Any], enc: TextEncoder | None, batch_size: int,
+               max_tokens: int | None, progress: bool) -> dict[str, Any]:
+    """Write the set's arrays to temporaries, then rename them in: the keys file goes first
+    (removed) and last (written). Returns the manifest entry."""
+    out_dim = enc.dim if enc is not None else int(plan.old["dim"])
+    tmp_clean = _build_array(ds, plan.clean_file, plan.name, out_dim, plan.texts, plan.clean_rows, plan.old, "file",
+                             enc, batch_size, max_tokens, progress)
     tmp_aug = None
-    if wd > 0:
-        aug_texts = drop_words(texts, wd, wd_seed, keys=keys)
-        tmp_aug = _build_array(ds, aug_file, name, out_dim, aug_texts, aug_rows, old, "augmented_file", enc, batch_size,
-                               max_tokens, progress)
-    (ds.path / keys_file).unlink(missing_ok=True)
-    os.replace(tmp_clean, ds.path / clean_file)
+    if plan.wd > 0:
+        aug_texts = drop_words(plan.texts, plan.wd, plan.wd_seed, keys=plan.keys)
+        tmp_aug = _build_array(ds, plan.aug_file, plan.name, out_dim, aug_texts, plan.aug_rows, plan.old,
+                               "augmented_file", enc, batch_size, max_tokens, progress)
+    (ds.path / plan.keys_file).unlink(missing_ok=True)
+    os.replace(tmp_clean, ds.path / plan.clean_file)
     if tmp_aug is not None:
-        os.replace(tmp_aug, ds.path / aug_file)
+        os.replace(tmp_aug, ds.path / plan.aug_file)
     else:
-        (ds.path / aug_file).unlink(missing_ok=True)
-    tmp_keys = fdir / f".{name}.keys.npy.tmp-{os.getpid()}"
+        (ds.path / plan.aug_file).unlink(missing_ok=True)
+    tmp_keys = ds.path / "features" / f".{plan.name}.keys.npy.tmp-{os.getpid()}"
     with open(tmp_keys, "wb") as fh:  # np.save(path) would append ".npy" to the temporary name
-        np.save(fh, keys)
-    os.replace(tmp_keys, ds.path / keys_file)
-
+        np.save(fh, plan.keys)
+    os.replace(tmp_keys, ds.path / plan.keys_file)
     entry: dict[str, Any] = dict(settings)
-    entry.update(file=clean_file, dim=out_dim, word_drop=wd, seed=wd_seed, text_hash=thash, keys_file=keys_file)
-    if wd > 0:
-        entry["augmented_file"] = aug_file
-    _record(ds, name, entry, set_default)
-    return name
+    entry.update(file=plan.clean_file, dim=out_dim, word_drop=plan.wd, seed=plan.wd_seed, text_hash=plan.thash,
+                 keys_file=plan.keys_file)
+    if plan.wd > 0:
+        entry["augmented_file"] = plan.aug_file
+    return entry
 
 
 def _say(enabled: bool, msg: str) -> None:
@@ -280,6 +301,13 @@ def _record(ds: Dataset, name: str, entry: dict, set_default: bool) -> None:
     if set_default or default is None or default not in feats:
         default = name
     ds.manifest = manifest
+    dropped = manifest.get("features_dropped")
+    if dropped and name in (dropped.get("cache") or {}):
+        cache = {k: v for k, v in dropped["cache"].items() if k != name}
+        if cache:
+            manifest["features_dropped"] = dict(dropped, cache=cache, sets=sorted(cache))
+        else:
+            del manifest["features_dropped"]
     ds.update_manifest(features=feats, default_features=default)
 
 
@@ -369,7 +397,12 @@ def import_features(
     The entry records encoder ``bert-base-uncased``/cls/512 (how the authors computed theirs) unless
     ``encoder`` names another, so serving can encode new items compatibly; revision is null.
     """
-    feature_file = Path(feature_file)
+    with writer_lock(ds.path):
+        return _import_features(ds, Path(feature_file), dim, name, augmented_file, item2index, encoder, set_default)
+
+
+def _import_features(ds: Dataset, feature_file: Path, dim: int, name: str | None, augmented_file, item2index,
+                     encoder: str | None, set_default: bool) -> str:
     src, rows = _read_raw(feature_file, dim, ds.num_items)
     where, how = import_rows(ds, rows, feature_file, item2index)
     if how.startswith("item order") and rows != ds.num_items:
