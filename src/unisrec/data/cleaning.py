@@ -16,14 +16,15 @@ _REMOVE_CHARS = ('"', "\n", "\r")
 _HAS_WORD = re.compile(r"\w")
 
 
-def clean_field(value: object) -> str:
+def clean_field(value: object, max_chars: int | None = MAX_FIELD_CHARS) -> str:
     """Clean one meta field (SPEC "Item text"; the release's ``clean_text``).
 
     A list (the 2018 ``category`` field) is joined with spaces, a dict is written as ``str(dict)``;
     then HTML entities are unescaped, ``"``, ``\\n`` and ``\\r`` removed, trailing dots collapsed to
     exactly one ``.`` (one is added if there is none). A field whose cleaned form (final dot
     included) reaches 2,000 characters becomes empty -- the release tests ``len >= 2000``, which we
-    keep so texts match its files. An empty field becomes ``"."``, as in the release.
+    keep so texts match its files (``max_chars=None``: no limit). An empty field becomes ``"."``, as
+    in the release.
     """
     if isinstance(value, str):
         text = value
@@ -42,18 +43,19 @@ def clean_field(value: object) -> str:
     text = text.rstrip(".") + "."
     # the release keeps a leading run of dots when the whole field is dots ("..." -> "..");
     # we collapse it to a single "." -- such a field carries no words either way.
-    if len(text) >= MAX_FIELD_CHARS:
+    if max_chars is not None and len(text) >= max_chars:
         return ""
     return text
 
 
-def amazon_item_text(record: dict, fields: tuple[str, ...] = AMAZON_TEXT_FIELDS) -> str:
+def amazon_item_text(record: dict, fields: tuple[str, ...] = AMAZON_TEXT_FIELDS,
+                     max_chars: int | None = MAX_FIELD_CHARS) -> str:
     """Text of one Amazon meta record: the cleaned ``fields`` that are present, joined by spaces.
 
     The release appends a space after every field (so its texts end with ``" "``); we join instead,
     which a tokenizer cannot tell apart.
     """
-    return " ".join(clean_field(record[key]) for key in fields if key in record and record[key] is not None)
+    return " ".join(clean_field(record[key], max_chars) for key in fields if key in record and record[key] is not None)
 
 
 def online_retail_text(description: str) -> str:

@@ -7,8 +7,10 @@ file pays nothing for the checks. Row numbers are mapped back to physical file l
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +79,32 @@ def check_file(path: Path, what: str) -> Path:
     return path
 
 
-def _first_line(path: Path, encoding: str) -> str:
+def read_bytes(path: Path, first_line: bool = False) -> bytes:
+    """The (decompressed) bytes of a plain or ``.gz`` file, or only its first line; a truncated
+    or non-gzip ``.gz`` is an InputError naming the file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        return fh.readline().decode(encoding, errors="replace").rstrip("\r\n")
+    try:
+        with opener(path, "rb") as fh:
+            return fh.readline() if first_line else fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"{path}: truncated or corrupt compressed file, or not gzip despite the .gz name ({exc})") from None
+
+
+def _first_line(path: Path, encoding: str) -> str:
+    """The header line; a UTF-8 byte-order mark is not part of the first column's name."""
+    line = read_bytes(path, first_line=True)
+    if line.startswith(codecs.BOM_UTF8):
+        line = line[len(codecs.BOM_UTF8):]
+    return line.decode(encoding, errors="replace").rstrip("\r\n")
+
+
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python knows it, else an InputError naming the option."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InputError(f"--encoding {encoding!r} is not a known text encoding (e.g. utf-8, latin-1, cp1252)") from None
+    return encoding
 
 
 def _arrow_error(path: Path, exc: Exception) -> InputError:
@@ -126,7 +150,7 @@ def read_csv_table(path: Path, columns: list[Column], bad: BadRecords, *, names:
             convert_options=pacsv.ConvertOptions(include_columns=wanted, column_types={n: pa.binary() for n in wanted},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
-    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError, EOFError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError, EOFError, LookupError) as exc:
         if skipped and bad.on_bad_lines == "error":
             line, problem = skipped[-1]
             bad.bad("malformed_csv", f"{path}, line {line}", f"malformed line ({problem})")
@@ -273,20 +297,55 @@ def _to_number(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return pc.cast(pc.utf8_trim_whitespace(cleaned), pa.float64()).to_numpy(zero_copy_only=False), ok
 
 
+_ISO = r"^\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*$"
+_ISO_ZONED = r"^\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})\s*$"
+
+
 def _to_time(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Unix seconds (numbers) or date-times (Arrow timestamps, common text formats) -> float64 s."""
+    """Unix seconds (finite numbers) or date-times (Arrow timestamps, ISO 8601 with optional
+    fraction and zone -- ``Z`` or ``+01:00``, converted to UTC -- and other common text formats) ->
+    float64 seconds, with the mask of rows that parsed. NaN and infinite numbers do not parse."""
     if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
         secs = pc.cast(pc.cast(arr, pa.timestamp("us")), pa.int64())
         ok = ~arr.is_null().to_numpy(zero_copy_only=False)
         return pc.fill_null(secs, 0).to_numpy().astype(np.float64) / 1e6, ok
     values, ok = _to_number(arr)
     if ok.all() or ok.mean() >= 0.5:
-        return values, ok
+        return values, ok & np.isfinite(values)
     text = arr.view(pa.string()) if pa.types.is_binary(arr.type) else arr
-    parsed = None
-    for fmt in DATETIME_FORMATS:
-        attempt = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
-        parsed = attempt if parsed is None else pc.coalesce(parsed, attempt)
-    ok = ~parsed.is_null().to_numpy(zero_copy_only=False)
-    secs = pc.fill_null(pc.cast(parsed, pa.int64()), 0).to_numpy()
-    return secs.astype(np.float64), ok
+    text = pc.utf8_trim_whitespace(text)
+    secs = np.zeros(len(arr), dtype=np.float64)
+    ok = np.zeros(len(arr), dtype=bool)
+    for pattern, unit in ((_ISO, pa.timestamp("us")), (_ISO_ZONED, pa.timestamp("us", "UTC"))):
+        rows = np.flatnonzero(pc.fill_null(pc.match_substring_regex(text, pattern), False).to_numpy(zero_copy_only=False))
+        if len(rows):
+            got, parsed = _cast_times(text.take(pa.array(rows)), unit)
+            secs[rows[parsed]], ok[rows[parsed]] = got[parsed], True
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        sub = text.take(pa.array(rest))
+        parsed = None
+        for fmt in DATETIME_FORMATS:
+            attempt = pc.strptime(sub, format=fmt, unit="s", error_is_null=True)
+            parsed = attempt if parsed is None else pc.coalesce(parsed, attempt)
+        good = ~parsed.is_null().to_numpy(zero_copy_only=False)
+        secs[rest[good]] = pc.fill_null(pc.cast(parsed, pa.int64()), 0).to_numpy()[good].astype(np.float64)
+        ok[rest[good]] = True
+    return secs, ok
+
+
+def _cast_times(text: pa.Array, unit: pa.DataType) -> tuple[np.ndarray, np.ndarray]:
+    """ISO 8601 strings -> float64 seconds and a mask of those that parsed (a cast fails as a
+    whole, so a batch with an impossible date, e.g. month 13, is parsed one value at a time)."""
+    try:
+        us = pc.cast(pc.cast(text, unit), pa.int64()).to_numpy(zero_copy_only=False)
+        return us.astype(np.float64) / 1e6, np.ones(len(text), dtype=bool)
+    except pa.ArrowInvalid:
+        out, ok = np.zeros(len(text)), np.zeros(len(text), dtype=bool)
+        for k in range(len(text)):
+            try:
+                out[k] = pc.cast(pc.cast(text.slice(k, 1), unit), pa.int64())[0].as_py() / 1e6
+                ok[k] = True
+            except pa.ArrowInvalid:
+                pass
+        return out, ok

@@ -72,11 +72,15 @@ def parse_meta_line(line: bytes):
         return None
 
 
-def read_meta(path: Path, wanted: set[str], bad: BadRecords, fields=AMAZON_TEXT_FIELDS) -> tuple[dict[str, str], int]:
-    """Text of every item in ``wanted`` that has a meta record (first record wins), and the number
-    of meta records read. Records of other items are only parsed for their ``asin``."""
+def read_meta(path: Path, wanted: set[str], bad: BadRecords, fields=AMAZON_TEXT_FIELDS) -> tuple[dict[str, str], int, int]:
+    """Text of every item in ``wanted`` that has a meta record (first record wins), the number of
+    meta records read, and how many texts kept fields of 2,000+ characters. Records of other items
+    are only parsed for their ``asin``.
+
+    The release empties a field of 2,000+ characters; an item whose text holds nothing else keeps
+    its long fields instead of being reported as having no text (the encoder truncates them)."""
     texts: dict[str, str] = {}
-    n_records = 0
+    n_records = n_long = 0
     for line_no, line in iter_meta_lines(path):
         record = parse_meta_line(line)
         if not isinstance(record, dict):
@@ -95,13 +99,15 @@ def read_meta(path: Path, wanted: set[str], bad: BadRecords, fields=AMAZON_TEXT_
         if "category" not in record and isinstance(record.get("categories"), list):  # 2014 layout
             record["category"] = [c for group in record["categories"] for c in (group if isinstance(group, list) else [group])]
         text = amazon_item_text(record, fields)
+        if is_empty_text(text) and not is_empty_text(long := amazon_item_text(record, fields, max_chars=None)):
+            text, n_long = long, n_long + 1
         if is_empty_text(text):
             bad.bad("empty_text", f"{path}, line {line_no}", f"item {asin} has no title/category/brand text")
             continue
         texts[asin] = text
     if n_records == 0:
         raise InputError(f"{path}: no meta records found")
-    return texts, n_records
+    return texts, n_records, n_long
 
 
 def prepare_amazon(
@@ -130,7 +136,7 @@ def prepare_amazon(
         cols = table.columns
         users, user_values = encode(cols["user"])
         items, item_values = encode(cols["item"])
-        texts, n_meta = read_meta(meta, set(item_values.to_pylist()), bad)
+        texts, n_meta, n_long = read_meta(meta, set(item_values.to_pylist()), bad)
         has_meta = np.fromiter((iid in texts for iid in item_values.to_pylist()), dtype=bool, count=len(item_values))
 
         def item_texts(codes: np.ndarray) -> list[str]:
@@ -141,4 +147,5 @@ def prepare_amazon(
                              item_allowed=has_meta, item_drop_reason="no_meta")
         return finish_prepare(inter, bad, opts, source="amazon", inputs=inputs, default_name=ratings.stem,
                               options={"ratings_columns": list(ratings_columns)},
-                              manifest={"meta_records": n_meta, "text_fields": list(AMAZON_TEXT_FIELDS)})
+                              manifest={"meta_records": n_meta, "text_fields": list(AMAZON_TEXT_FIELDS),
+                                        "long_field_texts_kept": n_long})

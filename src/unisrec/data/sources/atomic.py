@@ -58,7 +58,7 @@ def read_item_text(path: Path, bad: BadRecords) -> tuple[pa.Array, list[str], Ra
     """Item ids and texts of ``X.text`` / ``X.item``: the ``item_id`` column and every other column
     joined by a space (RecBole reads these files split on tabs, so no quoting)."""
     with open(path, "rb") as fh:
-        header = fh.readline().decode("utf-8", errors="replace").rstrip("\r\n").split("\t")
+        header = fh.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n").split("\t")
     id_cols = [h for h in header if h.split(":")[0] == "item_id"]
     if not id_cols or len(header) < 2:
         raise InputError(f"{path}, line 1: expected an item_id column and at least one text column; the header has: {', '.join(header)}")

@@ -25,7 +25,7 @@ from unisrec.data.build import Interactions, PrepareOptions, encode, finish_prep
 from unisrec.data.cleaning import online_retail_text
 from unisrec.data.dataset import Dataset
 from unisrec.data.records import BadRecords, InputError
-from unisrec.data.tables import Column, RawTable, check_file, read_csv_table, read_parquet_table, table_format
+from unisrec.data.tables import Column, RawTable, check_encoding, check_file, read_bytes, read_csv_table, read_parquet_table, table_format
 
 COLUMNS = [
     Column("InvoiceNo"),
@@ -46,16 +46,12 @@ def read_online_retail(path: Path, bad: BadRecords, encoding: str = "auto") -> R
         return _read_xlsx(path, bad)
     if encoding == "auto":
         encoding = _guess_encoding(path)
-    return read_csv_table(path, COLUMNS, bad, encoding=encoding)
+    return read_csv_table(path, COLUMNS, bad, encoding=check_encoding(encoding))
 
 
 def _guess_encoding(path: Path) -> str:
     """UTF-8 if the whole file decodes as UTF-8, else latin-1 (Kaggle's ``data.csv``)."""
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    data = read_bytes(path)
     try:
         data.decode("utf-8")
         return "utf8"

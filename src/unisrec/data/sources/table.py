@@ -2,7 +2,8 @@
 
 For users with their own data: interactions need a user, an item and a time column (unix seconds or
 a date-time); the item table an item id and one or more text columns. Each text column is cleaned
-like an Amazon field (SPEC "Item text") and the columns are joined with a space. Interactions whose
+like an Amazon field (SPEC "Item text"; without the release's 2,000-character limit, so long texts
+are kept whole and the encoder truncates them) and the columns are joined with a space. Interactions whose
 item has no row in the item table are dropped (``no_item_text``); then the same protocol as Amazon:
 exact duplicates (user, item, time) removed, k-core, time order, leave-one-out.
 """
@@ -76,7 +77,7 @@ def _item_texts(item_tab: RawTable, item_values: pa.Array, item_id_col: str, tex
     texts: dict[int, str] = {}
     for code in np.flatnonzero(has_row):
         row = int(pos_np[code])
-        text = " ".join(clean_field(col[row]) for col in columns if col[row])
+        text = " ".join(clean_field(col[row], max_chars=None) for col in columns if col[row])
         if is_empty_text(text):
             bad.bad("empty_text", item_tab.where(row), f"item {ids[row].as_py()!r} has an empty text in {', '.join(text_cols)}")
             continue
