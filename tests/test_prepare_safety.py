@@ -264,3 +264,22 @@ def test_manifest_records_options(tmp_path):
     assert ds.name == "ds"
     with pytest.raises(TypeError, match="min_usr"):
         prepare_table(inter, items, min_usr=1)
+
+
+def test_export_atomic_replaces_only_its_own_folder(tmp_path, capsys):
+    from unisrec.data import export_atomic
+
+    inter, items = write_inputs(tmp_path / "in")
+    prepare_table(inter, items, tmp_path / "ds", min_user=1, min_item=1)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    assert main(["export-atomic", str(tmp_path / "ds"), str(mine)]) == 2
+    assert "holds files export-atomic does not write" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    out = export_atomic(tmp_path / "ds", tmp_path / "atomic")
+    first = snapshot(out)
+    assert export_atomic(tmp_path / "ds", tmp_path / "atomic") == out and snapshot(out) == first  # re-export
+    with pytest.raises(UserError, match="is or holds the input"):
+        export_atomic(tmp_path / "ds", tmp_path / "ds")
+    assert Dataset.load(tmp_path / "ds").num_users == 4

@@ -10,9 +10,7 @@ back its .inter files byte for byte.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,8 @@ import pyarrow.compute as pc
 
 from unisrec.errors import UserError
 from unisrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
+from unisrec.data.output import (OutputError, inspect_output, install, make_temporary_sibling, resolve_output,
+                                  write_error, writer_lock)
 
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 
@@ -46,23 +46,34 @@ def export_atomic(dataset: Dataset | str | Path, output: str | Path, *, name: st
     """Write the atomic files of ``dataset`` into the folder ``output`` (atomically: temp + rename)."""
     ds = dataset if isinstance(dataset, Dataset) else Dataset.load(dataset)
     name = name or ds.name
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
-        for split in ("train", "valid", "test"):
-            (tmp / f"{name}.{split}.inter").write_bytes(_inter_lines(ds, split, max_history))
-        for item_id, text in zip(ds.item_ids, ds.item_texts):
-            if "\t" in text or "\n" in text:
-                raise UserError(f"{ds.path or ds.name}: the text of item {item_id!r} holds a tab or newline, "
-                                "which RecBole atomic files cannot represent")
-        (tmp / f"{name}.text").write_text("item_id:token\ttext:token_seq\n" + "".join(f"{i}\t{t}\n" for i, t in zip(ds.item_ids, ds.item_texts)), encoding="utf-8")
-        (tmp / f"{name}.item2index").write_text("".join(f"{i}\t{k}\n" for k, i in enumerate(ds.item_ids)), encoding="utf-8")
-        (tmp / f"{name}.user2index").write_text("".join(f"{u}\t{k}\n" for k, u in enumerate(ds.user_ids)), encoding="utf-8")
-        if output.exists():
-            shutil.rmtree(output)
-        os.rename(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    output = resolve_output(output)
+    files = [f"{name}.{k}" for k in ("train.inter", "valid.inter", "test.inter", "text", "item2index", "user2index")]
+    with writer_lock(output):
+        kind = inspect_output(output, [ds.path], force=True)
+        if kind == "dataset" or (kind == "foreign" and any(p.name not in files for p in output.iterdir())):
+            raise OutputError(f"{output} holds files export-atomic does not write; choose a new or empty folder "
+                              "(it replaces only a folder of its own NAME.* files)")
+        tmp = make_temporary_sibling(output)
+        try:
+            _write_atomic_files(ds, tmp, name, max_history)
+            install(tmp, output, kind)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(output, exc) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return output
+
+
+def _write_atomic_files(ds: Dataset, folder: Path, name: str, max_history: int) -> None:
+    for split in ("train", "valid", "test"):
+        (folder / f"{name}.{split}.inter").write_bytes(_inter_lines(ds, split, max_history))
+    for item_id, text in zip(ds.item_ids, ds.item_texts):
+        if "\t" in text or "\n" in text:
+            raise UserError(f"{ds.path or ds.name}: the text of item {item_id!r} holds a tab or newline, "
+                            "which RecBole atomic files cannot represent")
+    (folder / f"{name}.text").write_text("item_id:token\ttext:token_seq\n" + "".join(f"{i}\t{t}\n" for i, t in zip(ds.item_ids, ds.item_texts)), encoding="utf-8")
+    (folder / f"{name}.item2index").write_text("".join(f"{i}\t{k}\n" for k, i in enumerate(ds.item_ids)), encoding="utf-8")
+    (folder / f"{name}.user2index").write_text("".join(f"{u}\t{k}\n" for k, u in enumerate(ds.user_ids)), encoding="utf-8")
+
