@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from unisrec.data.dataset import Dataset, DatasetError, load_array
+from unisrec.data.dataset import Dataset, DatasetError
 from unisrec.data.output import writer_lock
 from unisrec.errors import UserError
 from unisrec.text.encoder import DEFAULT_ENCODER, EncoderError, TextEncoder, default_pooling, resolve_encoder
