@@ -25,13 +25,14 @@ WORKER = textwrap.dedent(
     """
     import sys, torch
     from safetensors.torch import save_file
+    from unisrec.models.checkpoint import config_from_dict
     from unisrec.models.unisrec import UniSRecConfig
     from unisrec.training.pretrain import PretrainConfig, pretrain
 
     out, *dirs = sys.argv[1:]
     torch.set_num_threads(1)
     cfg = PretrainConfig(epochs=2, max_steps=STEPS, batch_size=64, lr=3e-3, device="cpu", save_every=0)
-    model, summary = pretrain(dirs, out, cfg, UniSRecConfig(**NO_NOISE), show_progress=False)
+    model, summary = pretrain(dirs, out, cfg, config_from_dict(UniSRecConfig, NO_NOISE), show_progress=False)
     rank = int(__import__("os").environ["RANK"])
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
     """
@@ -48,11 +49,12 @@ def domains(tmp_path_factory):
 def test_two_process_gloo_equals_single_process(domains, tmp_path):
     from safetensors.torch import load_file
 
+    from unisrec.models.checkpoint import config_from_dict
     from unisrec.models.unisrec import UniSRecConfig
     from unisrec.training.pretrain import PretrainConfig, pretrain
 
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.replace("STEPS", str(STEPS)).replace("**NO_NOISE", "**" + repr(NO_NOISE)))
+    script.write_text(WORKER.replace("STEPS", str(STEPS)).replace("NO_NOISE", repr(NO_NOISE)))
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -62,7 +64,7 @@ def test_two_process_gloo_equals_single_process(domains, tmp_path):
     rank0, rank1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
 
     cfg = PretrainConfig(epochs=2, max_steps=STEPS, batch_size=64, lr=3e-3, device="cpu", save_every=0)
-    single, _ = pretrain(domains, tmp_path / "single", cfg, UniSRecConfig(**NO_NOISE), show_progress=False)
+    single, _ = pretrain(domains, tmp_path / "single", cfg, config_from_dict(UniSRecConfig, NO_NOISE), show_progress=False)
     ref = single.state_dict()
     saved = load_file(str(out / "model.safetensors"))
     moved = 0.0

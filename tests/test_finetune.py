@@ -8,7 +8,13 @@ import torch
 
 from unisrec.data.dataset import Dataset
 from unisrec.errors import UserError
-from unisrec.training.finetune import FinetuneConfig, finetune, train_sasrec, train_windows
+from unisrec.models.checkpoint import config_from_dict
+from unisrec.models.sasrec import SASRecConfig
+from unisrec.models.unisrec import UniSRecConfig
+from unisrec.training.batching import train_windows
+from unisrec.training.config import TrainConfig
+from unisrec.training.finetune import finetune as finetune_model
+from unisrec.training.supervised import train_model
 
 N_ITEMS = 40
 
@@ -49,9 +55,22 @@ def toy(tmp_path_factory):
 
 
 def cfg(**kw):
+    """(training options, model options) of a small run; model options are the flat flag names."""
     base = dict(epochs=4, batch_size=64, hidden_size=16, inner_size=16, n_experts=2, lr=3e-3, progress=False, threads=1, eval_batch_size=64)
     base.update(kw)
-    return FinetuneConfig(**base)
+    train = {k: v for k, v in base.items() if k in TrainConfig.__dataclass_fields__}
+    return TrainConfig(**train), {k: v for k, v in base.items() if k not in train}
+
+
+def finetune(data, output, config, pretrained=None, resume=False):
+    train, model = config
+    return finetune_model(data, output, train, config_from_dict(UniSRecConfig, model), pretrained=pretrained, resume=resume)
+
+
+def train_sasrec(data, output, config, resume=False):
+    train, model = config
+    model.pop("n_experts", None)
+    return train_model("sasrec", data, output, train, config_from_dict(SASRecConfig, model), resume=resume)
 
 
 def test_training_beats_random_and_round_trips(toy, tmp_path):
@@ -73,7 +92,7 @@ def test_training_beats_random_and_round_trips(toy, tmp_path):
 
 
 def test_sasrec_every_position_learns(toy, tmp_path):
-    metrics = train_sasrec(toy, tmp_path / "s", cfg(every_position=True, epochs=6, lr=5e-3))
+    metrics = train_sasrec(toy, tmp_path / "s", cfg(batching="every-position", epochs=6, lr=5e-3))
     assert metrics["test"]["recall@10"] > 0.6
 
 
@@ -83,7 +102,7 @@ def test_transfer_freezes_transformer_and_positions(toy, tmp_path):
     from unisrec.models.unisrec import UniSRec, UniSRecConfig
 
     torch.manual_seed(1)
-    pre = UniSRec(UniSRecConfig(text_dim=16, hidden_size=16, inner_size=16, n_experts=2))
+    pre = UniSRec(config_from_dict(UniSRecConfig, dict(text_dim=16, hidden_size=16, inner_size=16, n_experts=2)))
     pre.save_pretrained(tmp_path / "pre")
     finetune(toy, tmp_path / "ft", cfg(mode="transductive", epochs=2), pretrained=tmp_path / "pre")
     before, after = load_file(str(tmp_path / "pre" / "model.safetensors")), load_file(str(tmp_path / "ft" / "model.safetensors"))
@@ -99,7 +118,7 @@ def test_transfer_freezes_transformer_and_positions(toy, tmp_path):
 def test_text_dim_mismatch_is_a_user_error(toy, tmp_path):
     from unisrec.models.unisrec import UniSRec, UniSRecConfig
 
-    UniSRec(UniSRecConfig(text_dim=24, hidden_size=16, inner_size=16, n_experts=2)).save_pretrained(tmp_path / "pre")
+    UniSRec(config_from_dict(UniSRecConfig, dict(text_dim=24, hidden_size=16, inner_size=16, n_experts=2))).save_pretrained(tmp_path / "pre")
     with pytest.raises(UserError, match="24-d"):
         finetune(toy, tmp_path / "ft", cfg(), pretrained=tmp_path / "pre")
 
@@ -143,14 +162,20 @@ def test_cli_train_then_evaluate_json(toy, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["--output", str(out), "--epochs", "1", "--hidden-size", "16", "--inner-size", "16",
             "--batch-size", "64", "--progress", "false", "--threads", "1"]
-    assert main(["train", "sasrec", str(toy), *args, "--every-position"]) == 0
-    assert json.loads((out / "config.json").read_text())["training"]["every_position"] is True
+    assert main(["train", "sasrec", str(toy), *args, "--batching", "every-position"]) == 0
+    assert json.loads((out / "config.json").read_text())["training"]["batching"] == "every-position"
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json", "--split", "valid"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((out / "metrics.json").read_text())["valid"]
-    assert main(["finetune", str(toy), "--mode", "bogus", "--output", str(tmp_path / "x")]) == 2
-    assert "mode must be inductive or transductive" in capsys.readouterr().err
+    # typed modes: argparse refuses a bad value with the valid choices (exit 2), as --help lists them
+    for command in (["finetune", str(toy), "--mode"], ["train", "sasrec", str(toy), "--batching"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "bogus", "--output", str(tmp_path / "x")])
+        assert exit_.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
+    # the Python API refuses it too, with the config's own message
+    with pytest.raises(ValueError, match="mode must be inductive or transductive"):
+        UniSRecConfig(mode="bogus")
 
 
 def test_grouped_step_equals_padded_release_step(toy):
@@ -158,15 +183,15 @@ def test_grouped_step_equals_padded_release_step(toy):
     import torch.nn.functional as F
 
     from unisrec.models.unisrec import UniSRec, UniSRecConfig
-    from unisrec.training.finetune import batch_loss_last
+    from unisrec.training.batching import LastItemBatching
 
     ds = Dataset.load(toy)
     hist, lens, tgt = ds.examples("train", 50)
     torch.manual_seed(0)
-    m = UniSRec(UniSRecConfig(text_dim=16, hidden_size=16, inner_size=16, n_experts=2, mode="transductive", num_items=ds.num_items))
+    m = UniSRec(config_from_dict(UniSRecConfig, dict(text_dim=16, hidden_size=16, inner_size=16, n_experts=2, mode="transductive", num_items=ds.num_items)))
     m.set_item_features(torch.from_numpy(np.array(ds.features())))
     m.eval()  # no dropout / gate noise: the two computations must agree exactly
-    ours = batch_loss_last(m, hist, lens, tgt, "cpu")
+    ours, _ = LastItemBatching(ds, 50, 64).loss(m, np.arange(len(tgt)), "cpu")
     seq = torch.from_numpy(hist)
     s = m.encoder(m.item_representations(seq), torch.from_numpy(lens))
     release = F.cross_entropy(m.scores(s, m.item_representations()), torch.from_numpy(tgt))

@@ -3,12 +3,13 @@
 import torch
 
 from unisrec.models.adaptor import MoEAdaptor
+from unisrec.models.checkpoint import config_from_dict
 from unisrec.models.unisrec import UniSRec, UniSRecConfig
 
 
 def small(mode="inductive", n_items=12, text_dim=10):
     torch.manual_seed(0)
-    cfg = UniSRecConfig(text_dim=text_dim, hidden_size=16, inner_size=16, n_experts=3, mode=mode, num_items=n_items, max_seq_length=8)
+    cfg = config_from_dict(UniSRecConfig, dict(text_dim=text_dim, hidden_size=16, inner_size=16, n_experts=3, mode=mode, num_items=n_items, max_seq_length=8))
     m = UniSRec(cfg)
     feats = torch.randn(n_items + 1, text_dim)
     feats[0] = 0
@@ -93,3 +94,19 @@ def test_freeze_for_transfer_leaves_adaptor_and_norm_trainable():
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
     assert any(n.startswith("adaptor") for n in trainable)
     assert "encoder.norm.weight" in trainable and "item_id_embedding.weight" in trainable
+
+
+def test_item_table_from_features_equals_item_representations():
+    """Serving's chunked item table is the model's own Eq. (3)/(12), for both modes and any chunk."""
+    for mode in ("inductive", "transductive"):
+        m = small(mode=mode).eval()
+        with torch.no_grad():
+            ref = m.item_representations()
+        feats = m.item_features.numpy()
+        for chunk in (1, 5, 1000):
+            torch.testing.assert_close(m.item_table_from_features(feats, chunk=chunk), ref)
+        if mode == "transductive":  # a row marked -1 (a new item) gets no ID embedding
+            ids = torch.arange(feats.shape[0])
+            ids[3] = -1
+            got = m.item_table_from_features(feats, item_ids=ids)
+            torch.testing.assert_close(got[3], m.adaptor(m.item_features[3:4])[0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unisrec.data.dataset import Dataset
-from unisrec.models.baselines.popularity import evaluate_popularity, popularity_counts, training_part_mask
+from unisrec.models.popularity import evaluate_popularity, popularity_counts, training_part_mask
 
 
 def make(seqs, n_items):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from unisrec.data.dataset import Dataset, write_json
+from unisrec.training.state import current_generation, read_run_state
 
 
 def make_domain(path: Path, name: str, n_items: int = 60, n_users: int = 80, dim: int = 16, seed: int = 0) -> Path:
@@ -59,9 +60,10 @@ SMALL = dict(hidden_size=32, inner_size=32, n_heads=2, n_experts=4)
 
 
 def small_model(**kw):
+    from unisrec.models.checkpoint import config_from_dict
     from unisrec.models.unisrec import UniSRecConfig
 
-    return UniSRecConfig(**{**SMALL, **kw})
+    return config_from_dict(UniSRecConfig, {**SMALL, **kw})
 
 
 def test_cli_writes_a_checkpoint_finetune_can_load(domains, tmp_path):
@@ -81,7 +83,7 @@ def test_cli_writes_a_checkpoint_finetune_can_load(domains, tmp_path):
         assert abs(r["loss"] - (r["loss_si"] + 1e-3 * r["loss_ss"])) < 1e-6
     model = UniSRec.from_pretrained(out, mode="transductive", num_items=5)
     assert model.item_id_embedding is not None
-    assert (out / "resume" / "optimizer.safetensors").is_file()
+    assert (current_generation(out) / "optimizer.safetensors").is_file()
 
 
 def test_cli_reports_user_errors(domains, tmp_path, capsys):
@@ -110,8 +112,7 @@ def test_resume_gives_identical_next_step_loss(domains, tmp_path, stop_at):
     _, ref = pretrain(domains, tmp_path / "straight", straight, small_model(), show_progress=False)
     first = PretrainConfig(epochs=3, max_steps=stop_at, batch_size=64)
     pretrain(domains, tmp_path / "resumed", first, small_model(), show_progress=False)
-    state = json.loads((tmp_path / "resumed" / "resume" / "state.json").read_text())
-    assert state["global_step"] == stop_at
+    assert read_run_state(tmp_path / "resumed").global_step == stop_at
     again = PretrainConfig(epochs=3, max_steps=stop_at + 1, batch_size=64, resume=True)
     _, got = pretrain(domains, tmp_path / "resumed", again, None, show_progress=False)
     assert got["global_step"] == ref["global_step"] == stop_at + 1
@@ -128,7 +129,7 @@ def test_init_from_starts_at_the_given_weights(domains, tmp_path):
     cont = PretrainConfig(max_steps=1, batch_size=64, lr=0.0, init_from=str(tmp_path / "first"))
     model, _ = pretrain(domains, tmp_path / "second", cont, None, show_progress=False)  # architecture from "first"
     first = load_file(str(tmp_path / "first" / "model.safetensors"))
-    assert model.config.hidden_size == SMALL["hidden_size"]
+    assert model.config.encoder.hidden_size == SMALL["hidden_size"]
     for k, v in model.state_dict().items():
         if k != "item_features":
             assert torch.equal(v, first[k]), k
@@ -166,8 +167,8 @@ def test_time_limit_stops_and_checkpoints(domains, tmp_path):
 
     cfg = PretrainConfig(epochs=50, batch_size=64, time_limit_minutes=1e-4)
     _, summary = pretrain(domains, tmp_path / "o", cfg, small_model(), show_progress=False)
-    state = json.loads((tmp_path / "o" / "resume" / "state.json").read_text())
-    assert 1 <= summary["global_step"] < 12 and state["global_step"] == summary["global_step"]
+    state = read_run_state(tmp_path / "o")
+    assert 1 <= summary["global_step"] < 12 and state.global_step == summary["global_step"]
     assert summary["epochs"][-1]["partial"]
 
 
@@ -175,7 +176,6 @@ def test_last_position_encoding_equals_the_model_and_its_gradients():
     import torch
 
     from unisrec.models.unisrec import UniSRec
-    from unisrec.training.pretrain import last_position_representation
 
     torch.manual_seed(0)
     model = UniSRec(small_model(text_dim=8, hidden_dropout=0.0, attn_dropout=0.0)).train()
@@ -184,7 +184,7 @@ def test_last_position_encoding_equals_the_model_and_its_gradients():
     lengths[0] = 1
     seqs = torch.randint(1, 30, (64, 20)) * (torch.arange(20)[None, :] < lengths[:, None])
     ref = model.sequence_representation(seqs, lengths, table)
-    got = last_position_representation(model, seqs, lengths, table)
+    got = model.encoder.forward_last(table[seqs], lengths)  # the path pre-training uses
     assert torch.allclose(ref, got, atol=1e-5)
     g_ref = torch.autograd.grad(ref.square().sum(), list(model.encoder.parameters()), allow_unused=True)
     g_got = torch.autograd.grad(got.square().sum(), list(model.encoder.parameters()), allow_unused=True)

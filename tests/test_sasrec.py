@@ -2,12 +2,13 @@
 
 import torch
 
-from unisrec.models.baselines.sasrec import SASRec, SASRecConfig
+from unisrec.models.checkpoint import config_from_dict
+from unisrec.models.sasrec import SASRec, SASRecConfig
 
 
 def tiny():
     torch.manual_seed(0)
-    return SASRec(SASRecConfig(num_items=9, hidden_size=8, inner_size=8, max_seq_length=6))
+    return SASRec(config_from_dict(SASRecConfig, dict(num_items=9, hidden_size=8, inner_size=8, max_seq_length=6)))
 
 
 def test_scores_are_dot_products_against_the_id_table_padding_excluded():

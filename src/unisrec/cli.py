@@ -2,13 +2,15 @@
 
 Each pipeline stage registers its own sub-commands (a ``register(subparsers)`` function in its
 ``cli`` module); handlers import heavy libraries (torch, transformers) only when they run, so
-`unisrec prepare` never pays for torch.
+`unisrec prepare` never pays for torch. A module whose flags need heavy classes (model configs)
+takes ``full``: True only when one of its commands is the one being run.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 
 from unisrec import __version__
@@ -19,12 +21,14 @@ COMMAND_MODULES = (
     "unisrec.data.cli",        # prepare, stats, export-atomic
     "unisrec.data.download",   # download
     "unisrec.text.cli",        # encode
-    "unisrec.training.pretrain_cli",  # pretrain
-    "unisrec.training.cli",    # finetune, train
+    "unisrec.training.cli",    # finetune, train, pretrain
     "unisrec.evaluation.cli",  # evaluate
     "unisrec.serving.cli",     # recommend, export-embeddings, serve
     "unisrec.quickstart",      # quickstart
 )
+
+# commands whose flags come from classes that import torch: built in full only when run
+HEAVY_COMMANDS = {"unisrec.training.cli": ("finetune", "train")}
 
 DESCRIPTION = """\
 Transferable, text-based sequential recommendation (UniSRec, KDD 2022).
@@ -39,7 +43,8 @@ A typical run:
 Run `unisrec COMMAND --help` for the options of each command."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; ``command`` (the sub-command about to run) gets its full flags."""
     parser = argparse.ArgumentParser(
         prog="unisrec", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -52,12 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == name:  # stage not built yet
                 continue
             raise
-        module.register(sub)
+        if "full" in inspect.signature(module.register).parameters:
+            module.register(sub, full=command in HEAVY_COMMANDS.get(name, ()))
+        else:
+            module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

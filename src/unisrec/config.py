@@ -51,64 +51,119 @@ def _coerce(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v.strip()]
             return [inner(v) for v in value]
+        if typing.get_origin(tp) is typing.Literal:
+            if value not in typing.get_args(tp):
+                raise ValueError(value)
+            return value
         if tp in (int, float, str):
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return tp(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {f.name} must be {getattr(tp, '__name__', tp)}, got {value!r}") from None
+        kind = " or ".join(map(str, typing.get_args(tp))) if typing.get_origin(tp) is typing.Literal else getattr(tp, "__name__", tp)
+        raise ConfigError(f"{where}: {f.name} must be {kind}, got {value!r}") from None
     return value
+
+
+def option_fields(cls: type) -> dict[str, tuple[type, dataclasses.Field]]:
+    """Every user-settable option of dataclass ``cls`` by name -> (the dataclass that owns it, field).
+
+    A nested dataclass field (a model config's ``encoder``) contributes its own fields under their
+    own names; fields marked ``metadata={"derived": True}`` come from the data, not the user."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[type, dataclasses.Field]] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("derived"):
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(option_fields(hints[f.name]))
+        else:
+            out[f.name] = (cls, f)
+    return out
+
+
+def build_config(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls`` from flat option values (nested dataclasses take the values of their own fields)."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = build_config(hints[f.name], values)
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise ConfigError(str(exc)) from None
+
+
+def load_configs(classes: tuple[type, ...], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """Defaults <- YAML file ``path`` <- ``overrides`` (None = not given), for several config classes
+    at once: each flat key goes to the class that owns it (e.g. ``lr`` to TrainConfig,
+    ``hidden_size`` to a model config's encoder)."""
+    owners = {name: owner for cls in classes for name, owner in option_fields(cls).items()}
+    values: dict[str, Any] = {}
+    if path is not None:
+        for k, v in _read_yaml(Path(path)).items():
+            if k not in owners:
+                raise ConfigError(f"config file {path}: unknown option {k}; known: {', '.join(sorted(owners))}")
+            values[k] = _coerce(owners[k][0], owners[k][1], v, str(path))
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        if k not in owners:
+            raise ConfigError(f"unknown option {k}")
+        values[k] = _coerce(owners[k][0], owners[k][1], v, "command line")
+    return tuple(build_config(cls, values) for cls in classes)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Defaults of ``cls`` <- YAML file ``path`` <- ``overrides`` (None values are ignored)."""
-    values: dict[str, Any] = {}
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    if path is not None:
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of option: value")
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ConfigError(f"config file {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        for k, v in data.items():
-            values[k] = _coerce(cls, names[k], v, str(path))
-    for k, v in (overrides or {}).items():
-        if v is None:
-            continue
-        if k not in names:
-            raise ConfigError(f"unknown option {k}")
-        values[k] = _coerce(cls, names[k], v, "command line")
-    return cls(**values)
+    return load_configs((cls,), path, overrides)[0]
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One `--field-name` flag per dataclass field (default None = "not given"), plus `--config`."""
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *classes: type, skip: tuple[str, ...] = ()) -> None:
+    """One `--field-name` flag per option of the dataclasses (default None = "not given"), plus
+    `--config`. ``Literal`` fields list their choices; a bool flag alone means true."""
     if not any(a.dest == "config" for a in parser._actions):
         parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options; flags override it")
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-        helptext = f.metadata.get("help", "")
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper(),
-            help=f"{helptext} (default: {default})".strip(),
-        )
+    for cls in classes:
+        for name, (owner, f) in option_fields(cls).items():
+            if name in skip:
+                continue
+            tp = _field_type(owner, f)
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+            kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{f.metadata.get('help', '')} (default: {default})".strip()}
+            if typing.get_origin(tp) is typing.Literal:
+                kwargs["choices"] = typing.get_args(tp)
+            elif tp is bool:
+                kwargs.update(nargs="?", const="true", metavar="BOOL")
+            else:
+                kwargs["metavar"] = name.upper()
+            parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
+def configs_from_args(classes: tuple[type, ...], args: argparse.Namespace) -> tuple[Any, ...]:
+    names = {n for cls in classes for n in option_fields(cls)}
+    return load_configs(classes, getattr(args, "config", None), {n: getattr(args, n, None) for n in names})
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}
-    return load_config(cls, getattr(args, "config", None), overrides)
+    return configs_from_args((cls,), args)[0]

@@ -23,6 +23,7 @@ in :class:`QuickstartSettings`; they were chosen so the default finishes in minu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -107,14 +108,15 @@ def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartS
     from unisrec.data.synthetic import domain_roles, generate_synthetic
     from unisrec.evaluation.cli import evaluate_dir
     from unisrec.evaluation.plots import plot_training_curves
-    from unisrec.models.baselines.popularity import evaluate_popularity
+    from unisrec.models.encoder import EncoderConfig
+    from unisrec.models.popularity import evaluate_popularity
     from unisrec.models.unisrec import UniSRecConfig
     from unisrec.serving.recommender import Recommender
     from unisrec.text.encoder import TextEncoder
     from unisrec.text.features import encode_dataset
-    from unisrec.training.finetune import FinetuneConfig, finetune
+    from unisrec.training.config import PretrainConfig, TrainConfig
+    from unisrec.training.finetune import finetune
     from unisrec.training.pretrain import pretrain
-    from unisrec.training.pretrain_config import PretrainConfig
 
     s = settings or (QuickstartSettings.tiny() if tiny else QuickstartSettings())
     if s.threads > 0:
@@ -156,20 +158,19 @@ def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartS
         epochs=s.pretrain_epochs, batch_size=s.pretrain_batch_size, lr=s.pretrain_lr,
         seed=s.seed, save_every=s.pretrain_epochs, device=s.device,
     )
-    arch = UniSRecConfig(hidden_size=s.hidden_size, inner_size=s.inner_size, hidden_dropout=s.dropout, attn_dropout=s.dropout)
+    arch = UniSRecConfig(encoder=EncoderConfig(hidden_size=s.hidden_size, inner_size=s.inner_size, hidden_dropout=s.dropout, attn_dropout=s.dropout))
     _, summary = pretrain([data[d] for d in sources], pre_dir, pcfg, model_config=arch, show_progress=False)
 
     steps.start(f"fine-tune on the target domain '{target}' (Eq. 11-12)")
     results: dict[str, Any] = {}
     for run, label, mode, from_pre in RUNS:
         print(f"  -- {label}")
-        fcfg = FinetuneConfig(
-            mode=mode, epochs=s.finetune_epochs, batch_size=s.finetune_batch_size, lr=s.finetune_lr,
+        fcfg = TrainConfig(
+            epochs=s.finetune_epochs, batch_size=s.finetune_batch_size, lr=s.finetune_lr,
             patience=s.patience, seed=s.seed, device=s.device, progress=False,
-            # scratch runs get the pre-trained architecture
-            hidden_size=s.hidden_size, inner_size=s.inner_size, hidden_dropout=s.dropout, attn_dropout=s.dropout,
         )
-        m = finetune(data[target], out / "models" / run, fcfg, pretrained=pre_dir if from_pre else None)
+        mcfg = dataclasses.replace(arch, mode=mode)  # scratch runs get the pre-trained architecture
+        m = finetune(data[target], out / "models" / run, fcfg, mcfg, pretrained=pre_dir if from_pre else None)
         results[run] = {
             "label": label, "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"],
             "seconds": round(m["wall_seconds"], 1), "valid": m["valid"],

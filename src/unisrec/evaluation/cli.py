@@ -43,7 +43,7 @@ def evaluate_dir(model_dir: str, split: str = "test", ks=(10, 50), dataset: str 
     from unisrec.errors import UserError
     from unisrec.evaluation.metrics import evaluate_model
     from unisrec.models.model_dir import load_catalogue, load_model, read_model_config
-    from unisrec.training.loop import resolve_device
+    from unisrec.training.distributed import resolve_device
 
     cfg = read_model_config(model_dir)
     path = dataset or (cfg.get("dataset") or {}).get("path")

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation: Recall@K and NDCG@K over every item of the domain (SPEC "Evaluation").
+"""Full-ranking evaluation: Recall@K and NDCG@K over every item of the domain (docs/protocol.md "Evaluation").
 
 Protocol (the paper's, via RecBole's full-sort evaluation):
 
@@ -61,12 +61,6 @@ def metrics_from_ranks(ranks: Any, ks: Iterable[int] = DEFAULT_KS) -> dict[str, 
     return out
 
 
-def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Index batches of examples sorted by history length, so each batch pads to its own longest."""
-    order = np.argsort(lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def rank_examples(
     model: Any,
     history: np.ndarray,
@@ -82,13 +76,15 @@ def rank_examples(
     """
     import torch
 
+    from unisrec.models.encoder import length_buckets
+
     ranks = np.empty(len(targets), dtype=np.int64)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             table = model.item_representations()
-            for idx in length_sorted_batches(lengths, batch_size):
+            for idx in length_buckets(lengths, batch_size):
                 width = max(int(lengths[idx].max()), 1)
                 seq = torch.from_numpy(history[idx, :width]).to(device)
                 lens = torch.from_numpy(lengths[idx]).to(device)
@@ -115,7 +111,7 @@ def evaluate_model(
     ``max_history`` defaults to the model's ``max_seq_length``.
     """
     if max_history is None:
-        max_history = int(model.config.max_seq_length)
+        max_history = int(model.max_seq_length)
     hist, lens, tgt = dataset.examples(split, max_history)
     if len(tgt) == 0:
         from unisrec.errors import UserError

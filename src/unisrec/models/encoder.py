@@ -9,8 +9,10 @@ real item, and the sequence representation is the output at the last real positi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,50 +89,72 @@ def causal_padding_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
     return mask.unsqueeze(1)
 
 
+@dataclass
+class EncoderConfig:
+    """The causal Transformer every sequence model here shares (docs/protocol.md "Model").
+
+    Defaults are the paper's / the authors' release: hidden 300, 2 layers, 2 heads, feed-forward
+    256, dropout 0.5 / 0.5, LayerNorm eps 1e-12, N(0, 0.02) initialisation, 50 positions.
+    """
+
+    hidden_size: int = field(default=300, metadata={"help": "item / sequence vector size d"})
+    n_layers: int = field(default=2, metadata={"help": "Transformer layers"})
+    n_heads: int = field(default=2, metadata={"help": "attention heads"})
+    inner_size: int = field(default=256, metadata={"help": "feed-forward inner size"})
+    hidden_dropout: float = field(default=0.5, metadata={"help": "dropout on embeddings and sub-layer outputs"})
+    attn_dropout: float = field(default=0.5, metadata={"help": "dropout on attention weights"})
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    max_seq_length: int = field(default=50, metadata={"help": "positions the model has (longest history it reads)"})
+
+    def __post_init__(self) -> None:
+        check_sizes(self, hidden_size=(1, 65536), n_layers=(1, 64), n_heads=(1, 1024), inner_size=(1, 262144),
+                    max_seq_length=(1, 65536))
+        for name in ("hidden_dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of n_heads {self.n_heads}")
+
+
+def check_sizes(config: Any, **bounds: tuple[int, int]) -> None:
+    """Refuse absurd sizes before anything is allocated (a typo of 2e9 must not eat the machine)."""
+    for name, (low, high) in bounds.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
 class SequenceEncoder(nn.Module):
     """Eq. (6)-(7): f_j^0 = v_j + p_j, then LayerNorm, dropout and causal Transformer layers."""
 
-    def __init__(
-        self,
-        hidden_size: int = 300,
-        n_layers: int = 2,
-        n_heads: int = 2,
-        inner_size: int = 256,
-        hidden_dropout: float = 0.5,
-        attn_dropout: float = 0.5,
-        layer_norm_eps: float = 1e-12,
-        max_seq_length: int = 50,
-        initializer_range: float = 0.02,
-    ):
+    def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.max_seq_length = max_seq_length
-        self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.max_seq_length = config.max_seq_length
+        self.position_embedding = nn.Embedding(config.max_seq_length, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(
-            TransformerLayer(hidden_size, n_heads, inner_size, hidden_dropout, attn_dropout, layer_norm_eps)
-            for _ in range(n_layers)
+            TransformerLayer(config.hidden_size, config.n_heads, config.inner_size, config.hidden_dropout,
+                             config.attn_dropout, config.layer_norm_eps)
+            for _ in range(config.n_layers)
         )
-        self.apply(lambda m: init_weights(m, initializer_range))
+        self.apply(lambda m: init_weights(m, config.initializer_range))
 
-    @classmethod
-    def from_config(cls, config: Any) -> "SequenceEncoder":
-        """Build from any config with the encoder's field names (UniSRecConfig, SASRecConfig)."""
-        names = ("hidden_size", "n_layers", "n_heads", "inner_size", "hidden_dropout", "attn_dropout",
-                 "layer_norm_eps", "max_seq_length", "initializer_range")
-        return cls(**{name: getattr(config, name) for name in names})
+    def embed(self, item_repr: torch.Tensor) -> torch.Tensor:
+        """Eq. (6): item vectors + learned positions, LayerNorm, dropout."""
+        l = item_repr.shape[1]
+        if l > self.max_seq_length:
+            raise ValueError(f"history of length {l} exceeds max_seq_length {self.max_seq_length}")
+        return self.dropout(self.norm(item_repr + self.position_embedding.weight[:l].unsqueeze(0)))
 
     def forward_all(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, L, d) item vectors of left-aligned histories -> (B, L, d) outputs, one per position.
 
         Output j depends only on items 0..j (causal), so every prefix is encoded at once.
         """
-        b, l, _ = item_repr.shape
-        if l > self.max_seq_length:
-            raise ValueError(f"history of length {l} exceeds max_seq_length {self.max_seq_length}")
-        pos = self.position_embedding.weight[:l].unsqueeze(0)
-        x = self.dropout(self.norm(item_repr + pos))
-        mask = causal_padding_mask(lengths, l)
+        x = self.embed(item_repr)
+        mask = causal_padding_mask(lengths, x.shape[1])
         for layer in self.layers:
             x = layer(x, mask)
         return x
@@ -140,6 +164,51 @@ class SequenceEncoder(nn.Module):
         out = self.forward_all(item_repr, lengths)
         idx = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
         return out.gather(1, idx).squeeze(1)
+
+    def forward_last(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same function as :meth:`forward`, computing the *final* layer at the last position only.
+
+        The final layer's keys and values need every position, but its query, output projection,
+        residual, LayerNorms and feed-forward are read at one row per sequence, so this costs about
+        two thirds of :meth:`forward` (pre-training uses it; a test checks values and gradients).
+        Earlier layers run in full: later positions' keys depend on them.
+        """
+        x = self.embed(item_repr)
+        b, l, d = x.shape
+        if len(self.layers) > 1:
+            mask = causal_padding_mask(lengths, l)
+            for layer in self.layers[:-1]:
+                x = layer(x, mask)
+        last = self.layers[-1]
+        att = last.attention
+        h = att.n_heads
+        x_last = x[torch.arange(b, device=x.device), lengths - 1]  # (B, d)
+        q = att.query(x_last).view(b, 1, h, d // h).transpose(1, 2)
+        k = att.key(x).view(b, l, h, d // h).transpose(1, 2)
+        v = att.value(x).view(b, l, h, d // h).transpose(1, 2)
+        # the last real position attends every real position (causal + padding mask, one query row)
+        key_mask = (torch.arange(l, device=x.device)[None, :] < lengths[:, None]).view(b, 1, 1, l)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=att.attn_dropout if att.training else 0.0)
+        out = att.norm(att.out_dropout(att.dense(ctx.transpose(1, 2).reshape(b, d))) + x_last)
+        return last.ffn(out)
+
+
+# History-length buckets <=2, 3-4, 5-8, 9-16, 17-32, 33+: a batch's histories are encoded bucket by
+# bucket, each padded to its own longest (most training prefixes are short; padding all to 50 wastes
+# most of the Transformer's work). Causal attention read at the last real position makes trailing
+# padding irrelevant, so this changes no value, only the dropout draws.
+LENGTH_BUCKETS = (2, 4, 8, 16, 32)
+
+
+def length_buckets(lengths: np.ndarray, max_size: int | None = None) -> list[np.ndarray]:
+    """Positions of ``lengths`` grouped by :data:`LENGTH_BUCKETS` (stable within a bucket, empty
+    buckets dropped); ``max_size`` further cuts each bucket into chunks of at most that many."""
+    bucket = np.searchsorted(np.asarray(LENGTH_BUCKETS), lengths, side="left")
+    order = np.argsort(bucket, kind="stable")
+    groups = [g for g in np.split(order, np.flatnonzero(np.diff(bucket[order])) + 1) if len(g)]
+    if max_size is None:
+        return groups
+    return [g[i : i + max_size] for g in groups for i in range(0, len(g), max_size)]
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

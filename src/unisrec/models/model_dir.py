@@ -3,13 +3,13 @@
 Layout::
 
     MODEL_DIR/
-      config.json            {"model_type": "unisrec"|"sasrec", "model": {...model config...},
+      config.json            {"model_type": a registered name, "model": {...model config...},
                               "dataset": {"path", "name", "fingerprint", "features"},
                               "encoder": {...the feature set's manifest entry...},
                               "training": {...}, ...}
       model.safetensors      weights (text features excluded)
       catalogue/items.parquet  index (1..n), item_id, text -- the domain's items
-      catalogue/features.npy   float32 (n + 1, text_dim), row 0 = padding (UniSRec only)
+      catalogue/features.npy   float32 (n + 1, text_dim), row 0 = padding (text models only)
 
 A model directory is self-contained: evaluation reads the dataset path recorded in config.json
 for its sequences, but serving needs nothing but this folder.
@@ -76,11 +76,10 @@ def save_model_dir(
 
 
 def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        raise UserError(f"{path} is not a model directory (no config.json); train one with `unisrec finetune` or `unisrec train`")
-    return json.loads(cfg.read_text())
+    """``config.json`` of a model directory, or a one-line UserError."""
+    from unisrec.models.checkpoint import read_config_json
+
+    return read_config_json(path)
 
 
 def load_catalogue(path: str | os.PathLike, mmap: bool = True) -> tuple[list[str], list[str], np.ndarray | None]:
@@ -90,25 +89,37 @@ def load_catalogue(path: str | os.PathLike, mmap: bool = True) -> tuple[list[str
     cat = Path(path) / CATALOGUE
     if not (cat / "items.parquet").is_file():
         raise UserError(f"{path} has no {CATALOGUE}/items.parquet; it was not written by save_model_dir")
-    table = pq.read_table(cat / "items.parquet")
-    feats = np.load(cat / "features.npy", mmap_mode="r" if mmap else None) if (cat / "features.npy").is_file() else None
+    try:
+        table = pq.read_table(cat / "items.parquet", columns=["item_id", "text"])
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors derive from these
+        raise UserError(f"{cat / 'items.parquet'} cannot be read ({str(exc).splitlines()[0]}); the model directory is damaged") from None
+    feats = None
+    if (cat / "features.npy").is_file():
+        try:
+            feats = np.load(cat / "features.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{cat / 'features.npy'} cannot be read ({exc}); the model directory is damaged") from None
+        if feats.ndim != 2 or feats.shape[0] != table.num_rows + 1:
+            raise UserError(f"{cat / 'features.npy'} has shape {feats.shape}, expected ({table.num_rows + 1}, dim); the model directory is damaged")
     return table.column("item_id").to_pylist(), table.column("text").to_pylist(), feats
 
 
 def load_model(path: str | os.PathLike) -> Any:
-    """Load the model of a model directory by its ``model_type``, with its catalogue features set."""
+    """Load the model of a model directory by its registered ``model_type``, with its catalogue
+    features set when the model reads text."""
+    from unisrec.models import registry
+
     cfg = read_model_config(path)
     kind = cfg.get("model_type")
-    if kind == "unisrec":
-        from unisrec.models.unisrec import UniSRec
-
-        model = UniSRec.from_pretrained(path)
+    if not isinstance(kind, str) or kind not in registry.names():
+        raise UserError(f"{path}/config.json: unknown model_type {kind!r}; known: {', '.join(registry.names())}")
+    model = registry.get(kind).model_class.from_pretrained(path)
+    if model.uses_text:
         _, _, feats = load_catalogue(path, mmap=False)
-        if feats is not None:
+        if feats is None:
+            raise UserError(f"{path}/{CATALOGUE}/features.npy is missing; the model directory is incomplete")
+        try:
             model.set_item_features(feats)
-        return model
-    if kind == "sasrec":
-        from unisrec.models.baselines.sasrec import SASRec
-
-        return SASRec.from_pretrained(path)
-    raise UserError(f"{path}/config.json: unknown model_type {kind!r}")
+        except ValueError as exc:
+            raise UserError(f"{path}/{CATALOGUE}/features.npy: {exc}") from None
+    return model

@@ -1,8 +1,8 @@
 """UniSRec: MoE-adapted text items -> causal Transformer -> cosine scores, Eq. (6)-(12).
 
 Read top to bottom: the config, the model (item table, sequence representation, scores), then
-save/load. The pre-training losses (Eq. 8-10) live in ``unisrec.training.losses``; this file is
-the network and its scoring rule.
+save/load (shared with every model: ``models/base.py``). The pre-training losses (Eq. 8-10) live in
+``unisrec.training.losses``; this file is the network and its scoring rule.
 
 Text features are not parameters: they are a frozen (num_items + 1, text_dim) table handed to the
 model with :meth:`UniSRec.set_item_features` (row 0 = padding) and are not written to
@@ -11,73 +11,81 @@ model with :meth:`UniSRec.set_item_features` (row 0 = padding) and are not writt
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unisrec.errors import UserError
 from unisrec.models.adaptor import MoEAdaptor
-from unisrec.models.checkpoint import load_checkpoint, save_checkpoint
-from unisrec.models.encoder import SequenceEncoder, init_weights
+from unisrec.models.base import SequentialRecommender
+from unisrec.models.checkpoint import config_from_dict, load_checkpoint
+from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, init_weights
 
-MODES = ("inductive", "transductive")
+Mode = Literal["inductive", "transductive"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass
 class UniSRecConfig:
-    """Paper / reference-release defaults (SPEC "Model")."""
+    """Paper / reference-release defaults (docs/protocol.md "Model")."""
 
-    text_dim: int = 768
-    hidden_size: int = 300
-    n_layers: int = 2
-    n_heads: int = 2
-    inner_size: int = 256
-    hidden_dropout: float = 0.5
-    attn_dropout: float = 0.5
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
-    max_seq_length: int = 50
-    n_experts: int = 8
-    adaptor_dropout: float = 0.2
-    noisy_gating: bool = True
-    temperature: float = 0.07
-    mode: str = "inductive"  # "inductive" (UniSRec_t, Eq. 11) or "transductive" (UniSRec_t+ID, Eq. 12)
-    num_items: int = 0  # size of the ID table in transductive mode (padding excluded)
+    mode: Mode = field(default="inductive", metadata={"help": "inductive = UniSRec_t (text only, Eq. 11); transductive = UniSRec_t+ID (Eq. 12)"})
+    n_experts: int = field(default=8, metadata={"help": "MoE adaptor experts G (Eq. 3)"})
+    adaptor_dropout: float = field(default=0.2, metadata={"help": "dropout on text vectors in the whitening (Eq. 2)"})
+    noisy_gating: bool = field(default=True, metadata={"help": "gate noise in training (Eq. 4)"})
+    temperature: float = field(default=0.07, metadata={"help": "softmax temperature of the cosine scores"})
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # from the data, not options: the text vector size and the ID table size (transductive)
+    text_dim: int = field(default=768, metadata={"derived": True})
+    num_items: int = field(default=0, metadata={"derived": True})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise ValueError(f"mode must be inductive or transductive, got {self.mode!r}")
+        check_sizes(self, n_experts=(1, 1024), text_dim=(1, 65536), num_items=(0, 2**31 - 2))
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UniSRecConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return config_from_dict(cls, d)
 
 
-class UniSRec(nn.Module):
+class UniSRec(SequentialRecommender):
+    model_type = "unisrec"
+    config_class = UniSRecConfig
+    uses_text = True
+
     def __init__(self, config: UniSRecConfig):
         super().__init__()
         self.config = config
+        enc = config.encoder
         self.adaptor = MoEAdaptor(
-            config.text_dim,
-            config.hidden_size,
-            config.n_experts,
-            config.adaptor_dropout,
-            config.noisy_gating,
-            config.initializer_range,
+            config.text_dim, enc.hidden_size, config.n_experts, config.adaptor_dropout, config.noisy_gating, enc.initializer_range
         )
-        self.encoder = SequenceEncoder.from_config(config)
+        self.encoder = SequenceEncoder(enc)
         self.item_id_embedding: nn.Embedding | None = None
         if config.mode == "transductive":
-            self.item_id_embedding = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)
-            init_weights(self.item_id_embedding, config.initializer_range)
+            self.item_id_embedding = nn.Embedding(config.num_items + 1, enc.hidden_size, padding_idx=0)
+            init_weights(self.item_id_embedding, enc.initializer_range)
             with torch.no_grad():
                 self.item_id_embedding.weight[0].zero_()
         self.register_buffer("item_features", torch.zeros(1, config.text_dim), persistent=False)
+
+    @classmethod
+    def for_dataset(cls, config: UniSRecConfig, num_items: int, features: Any = None) -> "UniSRec":
+        if features is None:
+            raise UserError("UniSRec needs the dataset's text features; run `unisrec encode` first")
+        feats = torch.as_tensor(features, dtype=torch.float32)
+        model = cls(dataclasses.replace(config, text_dim=int(feats.shape[1]), num_items=num_items))
+        model.set_item_features(feats)
+        return model
 
     # ------------------------------------------------------------------ items
     def set_item_features(self, features: Any) -> None:
@@ -108,6 +116,34 @@ class UniSRec(nn.Module):
             v = v + (self.item_id_embedding.weight if items is None else self.item_id_embedding(items))
         return v
 
+    def item_table_from_features(self, features: Any, item_ids: torch.Tensor | None = None, chunk: int = 65536) -> torch.Tensor:
+        """:meth:`item_representations` for an arbitrary (N, text_dim) feature array, in chunks, no grad.
+
+        Serving uses it for a whole (possibly memory-mapped, million-row) catalogue and for new
+        items' texts: ``chunk`` rows at a time, so the adaptor's (N, experts, d) intermediate is never
+        materialised. ``item_ids`` gives each row's index into the transductive ID table (row ``r`` ->
+        ``r`` when None); -1 marks a row without an ID embedding (a new item: ``e_i = 0``).
+        """
+        device = self.item_features.device
+        n = features.shape[0]
+        out = torch.empty(n, self.config.encoder.hidden_size, dtype=torch.float32, device=device)
+        id_table = self.item_id_embedding.weight if self.item_id_embedding is not None else None
+        starts = range(0, n, chunk)
+        if len(starts) > 4:  # a large catalogue: minutes on a small CPU
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"adapt {n:,} items", unit="chunk")
+        with torch.inference_mode():
+            for a in starts:
+                b = min(n, a + chunk)
+                v = self.adaptor(torch.from_numpy(np.array(features[a:b], dtype=np.float32)).to(device))  # a copy: mmaps are read-only
+                if id_table is not None:
+                    rows = torch.arange(a, b, device=device) if item_ids is None else item_ids[a:b].to(device)
+                    has_id = (rows >= 0) & (rows < id_table.shape[0])
+                    v[has_id] += id_table[rows[has_id]]
+                out[a:b] = v
+        return out
+
     # --------------------------------------------------------------- sequences
     def sequence_representation(
         self, item_seq: torch.Tensor, lengths: torch.Tensor, item_table: torch.Tensor | None = None
@@ -135,36 +171,28 @@ class UniSRec(nn.Module):
         logits[:, 0] = float("-inf")
         return logits
 
-    def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, L) left-aligned histories -> (B, num_items + 1) logits over the whole catalogue."""
-        table = self.item_representations()
-        return self.scores(self.sequence_representation(item_seq, lengths, table), table)
-
     # ------------------------------------------------------------- transfer
     def freeze_for_transfer(self) -> None:
-        """SPEC "Fine-tuning": freeze the Transformer layers and position embeddings; the MoE
+        """docs/protocol.md "Fine-tuning": freeze the Transformer layers and position embeddings; the MoE
         adaptor, the input LayerNorm and (transductive) the ID table stay trainable."""
         for p in self.encoder.layers.parameters():
             p.requires_grad_(False)
         self.encoder.position_embedding.weight.requires_grad_(False)
 
     # ----------------------------------------------------------- save / load
-    def save_pretrained(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Write ``config.json`` (model config under "model", plus ``extra``) and ``model.safetensors``."""
-        return save_checkpoint(self, path, "unisrec", self.config, extra)
-
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "UniSRec":
         """Load a directory written by :meth:`save_pretrained`; ``overrides`` change config fields
         (e.g. ``mode="transductive", num_items=N`` to add a fresh ID table when transferring)."""
-        model_cfg, state = load_checkpoint(path, "unisrec")
-        model_cfg = {**model_cfg, **overrides}
-        model = cls(UniSRecConfig.from_dict(model_cfg))
+        model_cfg, state = load_checkpoint(path, cls.model_type)
+        try:
+            model = cls(config_from_dict(UniSRecConfig, {**model_cfg, **overrides}))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}/config.json: invalid model config ({exc})") from None
         own = model.state_dict()
         # A pre-trained checkpoint carries no (or another domain's) ID table: keep the fresh one.
-        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        missing = [k for k in own if k not in state and not k.startswith("item_id_embedding")]
-        if missing:
-            raise ValueError(f"{Path(path)} lacks weights for: {', '.join(missing)}")
-        model.load_state_dict(state, strict=False)
+        state = {k: v for k, v in state.items() if not (k.startswith("item_id_embedding") and (k not in own or own[k].shape != v.shape))}
+        own_ids = {k: v for k, v in own.items() if k.startswith("item_id_embedding")}
+        model.load_weights({**own_ids, **state}, path)
         return model
+

@@ -43,13 +43,22 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> cuda:LOCAL_RANK when CUDA is available, else cpu; anything else as torch reads it."""
-    if name in ("auto", "", None):
+def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
+    """The one device resolver: "auto" (or empty) -> cuda:LOCAL_RANK when CUDA is available, else
+    cpu; anything else must be a torch device this machine has ("cuda" -> cuda:LOCAL_RANK)."""
+    if not name or name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"--device {name!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
+    if dev.type == "cuda":  # TF32 matmuls: the release's GPUs ran float32; TF32 is within its noise
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     return dev
 
 

@@ -1,174 +1,190 @@
-"""Pieces every training loop here shares: seeding, device choice, early stopping, the per-epoch
-JSONL log and a resumable state written as safetensors + JSON (no pickle anywhere).
+"""The one epoch loop: pre-training and supervised training (every registered model) both run it.
 
-Resume state layout (``OUTPUT/resume/``)::
+A *task* supplies the data and the loss; the loop owns everything else -- steps, the optimizer,
+non-finite checks, loss averaging across processes, validation + early stopping, time and step
+caps, checkpoints (``training.state``) and the per-epoch log (``training.log``). A task has:
 
-    state.json              last finished epoch, early-stopping state, optimizer hyper-parameters,
-                            the run's config, elapsed seconds
-    model.safetensors       weights after the last finished epoch
-    best.safetensors        weights of the best validation epoch so far
-    optimizer.safetensors   the optimizer's tensors (Adam moments and step counts), keyed "i.key"
-    rng.safetensors         torch CPU (and CUDA) random state, so dropout continues its stream
+* ``unit``: what one example is called in the log ("targets", "sequences");
+* ``batches(epoch)``: the epoch's step batches (epoch is 1-based; the same list for the same seed
+  and epoch, so a run resumed mid-epoch continues where it stopped);
+* ``step_loss(batch) -> (loss, examples, extra scalars to average)``;
+* ``validate() -> metrics or None`` after each full epoch (None: no validation, no early stopping);
+* ``checkpointed(run)``: called after each checkpoint on the main process (e.g. to export weights).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import random
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from unisrec.errors import UserError
-
-RESUME_DIR = "resume"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (CPU and CUDA) so a run is repeatable on the same device."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """"auto" (or empty) -> CUDA when available, else CPU; anything else must be a valid torch device."""
-    if not name or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"--device {name!r} is not a torch device ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return dev
+from unisrec.training.distributed import DistContext
+from unisrec.training.log import RunLog
+from unisrec.training.state import RunState, capture_rng, cpu_state, save_run_state
 
 
 @dataclass
-class EarlyStopping:
-    """Stop after ``patience`` evaluations without a strictly better validation value (higher = better)."""
-
-    patience: int = 10
-    best: float = float("-inf")
-    best_epoch: int = 0
-    bad_epochs: int = 0
-
-    def step(self, value: float, epoch: int) -> bool:
-        """Record one validation value; True when it is the new best."""
-        if value > self.best:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"patience": self.patience, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+class LoopSettings:
+    epochs: int
+    max_steps: int = 0  # 0 = no cap on optimizer steps
+    time_limit_minutes: float = 0.0  # 0 = none
+    # "epoch": never start an epoch that would end past the cap; "step": stop at the first step past it
+    time_limit_at: Literal["epoch", "step"] = "epoch"
+    save_every: int = 1  # checkpoint every N full epochs (and whenever the run stops)
+    key_metric: str = "ndcg@10"  # early stopping watches this validation metric
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
+@dataclass
+class EpochResult:
+    steps: int
+    finished: bool  # all of the epoch's steps are done
+    stopped_by: str | None  # "max_steps" / "time_limit" when a cap ended it mid-way
+    seconds: float
+    sums: torch.Tensor  # float64 [loss * n, extras * n ..., n]
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def train_loop(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunState,
+               settings: LoopSettings, ctx: DistContext, log: RunLog, output: Path) -> tuple[str, dict[str, torch.Tensor] | None]:
+    """Run epochs until a stop condition; returns (stop reason, best weights or None)."""
+    t_start, first_step, best = time.perf_counter(), run.global_step, None
+    reason = "max_epochs" if run.epoch >= settings.epochs or run.early_stopping.should_stop else ""
+    while not reason:
+        result = run_epoch(task, optimizer, run, settings, ctx, log, t_start, first_step)
+        record = epoch_record(task, run, result, ctx)
+        improved = False
+        if result.finished:
+            run.epoch, run.step_in_epoch = run.epoch + 1, 0
+            improved = validate(task, run, settings, record)
+            if improved:
+                best = cpu_state(model)
+        run.elapsed += result.seconds + record.get("eval_seconds", 0.0)
+        if result.steps:
+            log.append(record)
+            log.say(describe(record, improved))
+        reason = stop_reason(run, settings, result, t_start)
+        if reason or improved or (settings.save_every > 0 and result.finished and run.epoch % settings.save_every == 0):
+            checkpoint(task, model, optimizer, run, ctx, output, best if improved else None)
+    if reason == "time_limit":
+        log.say(f"time limit of {settings.time_limit_minutes} min reached after {run.global_step} steps")
+    return reason, best
 
 
-def _state_to_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
+def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settings: LoopSettings, ctx: DistContext,
+              log: RunLog, t_start: float, first_step: int) -> EpochResult:
+    """The steps of epoch ``run.epoch + 1`` from ``run.step_in_epoch`` on, until done or capped."""
+    epoch = run.epoch + 1
+    batches = task.batches(epoch)
+    total = len(batches)
+    sums: torch.Tensor | None = None
+    t0, done, stopped_by = time.perf_counter(), 0, None
+    bar = log.bar(total, run.step_in_epoch, f"epoch {epoch}")
+    for batch in batches[run.step_in_epoch :]:
+        stopped_by = step_cap(run, settings, ctx, t_start, first_step)
+        if stopped_by:
+            break
+        loss, n, extras = task.step_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise UserError(f"epoch {epoch}, step {run.global_step + 1}: the loss became {value}; lower --lr")
+        row = torch.tensor([value * n, *(float(v) * n for v in extras.values()), n], dtype=torch.float64)
+        sums = row if sums is None else sums + row
+        run.global_step, run.step_in_epoch, done = run.global_step + 1, run.step_in_epoch + 1, done + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4f}")
+    bar.close()
+    finished = run.step_in_epoch >= total
+    if sums is None:
+        sums = torch.zeros(1, dtype=torch.float64)
+    return EpochResult(done, finished, stopped_by, time.perf_counter() - t0, sums)
 
 
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into safetensors-able tensors and JSON-able metadata."""
-    sd = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in sd["state"].items():
-        for key, val in st.items():
-            if torch.is_tensor(val):
-                tensors[f"{idx}.{key}"] = val.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[key] = val
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, val in tensors.items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = val
-    for idx, st in meta.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(st)
-    groups = meta["param_groups"]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_resume_state(
-    output: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    best_state: dict[str, torch.Tensor] | None,
-    state: dict[str, Any],
-) -> None:
-    """Write the resume folder; each file is replaced atomically (write to a temp name, rename)."""
-    from safetensors.torch import save_file
-
-    d = output / RESUME_DIR
-    d.mkdir(parents=True, exist_ok=True)
-
-    def put(name: str, tensors: dict[str, torch.Tensor]) -> None:
-        tmp = d / f".{name}.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, d / name)
-
-    put("model.safetensors", _state_to_cpu(model))
-    if best_state is not None:
-        put("best.safetensors", best_state)
-    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
-    put("optimizer.safetensors", opt_tensors)
-    rng = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["torch_cuda"] = torch.cuda.get_rng_state()
-    put("rng.safetensors", rng)
-    state = dict(state, optimizer=opt_meta)
-    tmp = d / ".state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, d / "state.json")
-
-
-def load_resume_state(output: Path) -> dict[str, Any] | None:
-    """The JSON state of an interrupted run in ``output``, or None if there is none."""
-    f = output / RESUME_DIR / "state.json"
-    if not f.is_file():
+def step_cap(run: RunState, settings: LoopSettings, ctx: DistContext, t_start: float, first_step: int) -> str | None:
+    """Whether a step cap stops the run before its next step (the same answer on every process)."""
+    if settings.max_steps and run.global_step >= settings.max_steps:
+        return "max_steps"
+    if settings.time_limit_at != "step" or not settings.time_limit_minutes:
         return None
-    return json.loads(f.read_text())
+    # at least one step per sitting, so a resumed run always progresses
+    out = run.global_step > first_step and time.perf_counter() - t_start >= 60 * settings.time_limit_minutes
+    if ctx.distributed:  # every rank must stop at the same step
+        flag = torch.tensor([float(out)], device=ctx.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        out = bool(flag.item())
+    return "time_limit" if out else None
 
 
-def restore_resume_state(
-    output: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], device: torch.device
-) -> dict[str, torch.Tensor] | None:
-    """Load weights, optimizer and RNG from ``output/resume``; returns the best weights (CPU) if saved."""
-    from safetensors.torch import load_file
+def epoch_record(task: Any, run: RunState, result: EpochResult, ctx: DistContext) -> dict[str, Any]:
+    """The epoch's log line: mean losses (averaged over processes), seconds, throughput."""
+    sums = result.sums
+    if ctx.distributed and result.steps:
+        total = sums.clone()
+        torch.distributed.all_reduce(total)
+        sums = torch.cat([total[:-1] / ctx.world_size, sums[-1:]])  # same rows on every rank
+    n = float(sums[-1]) or 1.0
+    record: dict[str, Any] = {"epoch": run.epoch + 1, "step": run.global_step, "loss": float(sums[0]) / n}
+    for i, name in enumerate(getattr(task, "extra_names", ())):
+        record[name] = float(sums[1 + i]) / n
+    record.update({
+        "seconds": round(result.seconds, 3), task.unit: int(sums[-1]),
+        f"{task.unit}_per_s": round(float(sums[-1]) / max(result.seconds, 1e-9), 1),
+        "partial": not result.finished, "world_size": ctx.world_size,
+    })
+    return record
 
-    d = output / RESUME_DIR
-    model.load_state_dict(load_file(str(d / "model.safetensors")))
-    optimizer_from_flat(optimizer, load_file(str(d / "optimizer.safetensors"), device=str(device)), state["optimizer"])
-    rng = load_file(str(d / "rng.safetensors"))
-    torch.set_rng_state(rng["torch_cpu"])
-    if "torch_cuda" in rng and device.type == "cuda":
-        torch.cuda.set_rng_state(rng["torch_cuda"])
-    best = d / "best.safetensors"
-    return load_file(str(best)) if best.is_file() else None
+
+def validate(task: Any, run: RunState, settings: LoopSettings, record: dict[str, Any]) -> bool:
+    """Validation after a full epoch (if the task has one) and the early-stopping step; True = new best."""
+    t0 = time.perf_counter()
+    metrics = task.validate()
+    if metrics is None:
+        return False
+    record["valid"], record["eval_seconds"] = metrics, time.perf_counter() - t0
+    return run.early_stopping.step(metrics[settings.key_metric], run.epoch)
+
+
+def stop_reason(run: RunState, settings: LoopSettings, result: EpochResult, t_start: float) -> str:
+    """Why the run stops after this epoch ("" = it goes on)."""
+    if result.stopped_by:
+        return result.stopped_by
+    if run.early_stopping.should_stop:
+        return "early_stopping"
+    if settings.max_steps and run.global_step >= settings.max_steps:
+        return "max_steps"
+    if run.epoch >= settings.epochs:
+        return "max_epochs"
+    # stop when the next epoch (assumed as long as this one) would end past the cap, so a capped
+    # run finishes inside its budget instead of overrunning it by up to one epoch
+    elapsed = time.perf_counter() - t_start
+    if settings.time_limit_minutes and settings.time_limit_at == "epoch" and (elapsed + result.seconds) / 60 >= settings.time_limit_minutes:
+        return "time_limit"
+    return ""
+
+
+def checkpoint(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunState, ctx: DistContext,
+               output: Path, best: dict[str, torch.Tensor] | None) -> None:
+    rng = capture_rng(ctx)  # collective: every rank takes part
+    if ctx.is_main:
+        run.world_size = ctx.world_size
+        save_run_state(output, model, optimizer, run, rng, best)
+        task.checkpointed(run)
+    if ctx.distributed:
+        torch.distributed.barrier()
+
+
+def describe(record: dict[str, Any], improved: bool) -> str:
+    """One line per epoch for the terminal."""
+    parts = [f"epoch {record['epoch']:3d}", f"loss {record['loss']:.4f}"]
+    parts += [f"{k} {record[k]:.4f}" for k in ("loss_si", "loss_ss") if k in record]
+    if "valid" in record:
+        parts.append("valid " + " ".join(f"{k} {v:.4f}" for k, v in record["valid"].items()))
+    eval_s = f" (+{record['eval_seconds']:.1f}s eval)" if "eval_seconds" in record else ""
+    parts.append(f"{record['seconds']:.1f}s{eval_s}" + ("  *" if improved else "") + ("  (partial)" if record["partial"] else ""))
+    return "  ".join(parts)

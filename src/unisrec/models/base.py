@@ -1,0 +1,79 @@
+"""What every trainable model of unisrec is: a :class:`SequentialRecommender`.
+
+The training loop, the full-ranking evaluation, the model directory and serving only use this
+interface, so a new model is one file in ``models/`` (a config dataclass nesting
+:class:`~unisrec.models.encoder.EncoderConfig` and a subclass of this) plus one line in
+``models/registry.py`` (see docs/adding_a_model.md):
+
+* ``item_representations(items=None)`` -> the (num_items + 1, d) item table (row 0 = padding), or
+  the rows of ``items``;
+* ``sequence_representation(seq, lengths, table)`` -> (B, d) for left-aligned histories;
+* ``scores(seq_repr, table)`` -> (B, num_items + 1) logits with column 0 at ``-inf``;
+* ``encoder`` -> the causal :class:`~unisrec.models.encoder.SequenceEncoder` (every-position
+  training reads all its outputs at once);
+* ``for_dataset(config, num_items, features)`` builds a fresh model for a domain.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from unisrec.errors import UserError
+from unisrec.models.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
+
+
+class SequentialRecommender(nn.Module):
+    model_type: ClassVar[str]  # the registry name, written to config.json
+    config_class: ClassVar[type]
+    uses_text: ClassVar[bool] = False  # True: needs a feature set (frozen text vectors) of the dataset
+
+    config: Any
+
+    def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L) left-aligned histories -> (B, num_items + 1) logits over the whole catalogue."""
+        table = self.item_representations()
+        return self.scores(self.sequence_representation(item_seq, lengths, table), table)
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.config.encoder.max_seq_length)
+
+    @classmethod
+    def for_dataset(cls, config: Any, num_items: int, features: torch.Tensor | None = None) -> "SequentialRecommender":
+        """A fresh model for a domain of ``num_items`` items (and their text ``features``)."""
+        raise NotImplementedError
+
+    def set_item_features(self, features: Any) -> None:
+        """Text models take their frozen (num_items + 1, text_dim) feature table here."""
+        if self.uses_text:
+            raise NotImplementedError(f"{type(self).__name__} uses text features but does not take them")
+
+    # ----------------------------------------------------------- save / load
+    def save_pretrained(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """``config.json`` ({"model_type", "model": config} + ``extra``) and ``model.safetensors``."""
+        return save_checkpoint(self, path, self.model_type, self.config, extra)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "SequentialRecommender":
+        """Load a directory written by :meth:`save_pretrained`; ``overrides`` change config fields."""
+        model_cfg, state = load_checkpoint(path, cls.model_type)
+        try:
+            model = cls(config_from_dict(cls.config_class, {**model_cfg, **overrides}))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}/config.json: invalid model config ({exc})") from None
+        model.load_weights(state, path)
+        return model
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
+        """Load a saved state dict; a missing or mis-shaped tensor is a clear error naming ``source``."""
+        own = self.state_dict()
+        bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        missing = [k for k in own if k not in state]
+        if bad or missing:
+            raise UserError(f"{source}: weights do not match the config (missing: {missing or '-'}, wrong shape: {bad or '-'})")
+        self.load_state_dict(state, strict=False)
