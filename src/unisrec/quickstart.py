@@ -103,20 +103,7 @@ def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartS
     """Run the pipeline into ``output``; returns the results (also written to results.json)."""
     import torch
 
-    from unisrec.data import prepare_table
-    from unisrec.data.dataset import Dataset, write_json
-    from unisrec.data.synthetic import domain_roles, generate_synthetic
-    from unisrec.evaluation.cli import evaluate_dir
-    from unisrec.evaluation.plots import plot_training_curves
-    from unisrec.models.encoder import EncoderConfig
-    from unisrec.models.popularity import evaluate_popularity
-    from unisrec.models.unisrec import UniSRecConfig
-    from unisrec.serving.recommender import Recommender
-    from unisrec.text.encoder import TextEncoder
-    from unisrec.text.features import encode_dataset
-    from unisrec.training.config import PretrainConfig, TrainConfig
-    from unisrec.training.finetune import finetune
-    from unisrec.training.pretrain import pretrain
+    from unisrec.data.dataset import write_json
 
     s = settings or (QuickstartSettings.tiny() if tiny else QuickstartSettings())
     if s.threads > 0:
@@ -125,6 +112,31 @@ def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartS
     _prepare_output(out)
     write_json(out / MARKER, {"settings": asdict(s), "tiny": tiny, "status": "running"})
     steps = Steps(7)
+    data, sources, target = _generate_and_prepare(out, s, tiny, steps)
+    _encode(data, sources, s, steps)
+    pre_dir, summary = _pretrain_sources(out, data, sources, s, steps)
+    results = _finetune_runs(out, data[target], target, pre_dir, s, steps)
+    table, plot, target_ds = _evaluate_runs(out, data[target], target, results, s, tiny, steps)
+    best_run, example = _recommend_example(out, target_ds, results, steps)
+    summary_out = {
+        "target": target, "sources": sources, "popularity": {"test": table[0][1]}, "runs": results,
+        "pretraining": {"epochs": summary["epochs"], "checkpoint": str(pre_dir)}, "example": example,
+        "timings_seconds": steps.timings, "total_seconds": round(time.time() - steps.t0, 1),
+        "settings": asdict(s), "tiny": tiny,
+    }
+    write_json(out / "results.json", summary_out)
+    write_json(out / MARKER, {"settings": asdict(s), "tiny": tiny, "status": "done"})
+    print(f"\nDone in {summary_out['total_seconds']:.0f} s. Outputs:")
+    print(f"  results table   {out / 'results.md'}  (and results.json)")
+    print(f"  training curves {plot}")
+    print(f"  models          {out / 'models'}/  (e.g. `unisrec recommend {out / 'models' / best_run} --history {','.join(example['history'][-3:])}`)")
+    print(f"  serve one       unisrec serve {out / 'models' / best_run} --port 8000")
+    return summary_out
+
+
+def _generate_and_prepare(out: Path, s: QuickstartSettings, tiny: bool, steps: Steps) -> tuple[dict[str, Path], list[str], str]:
+    from unisrec.data import prepare_table
+    from unisrec.data.synthetic import domain_roles, generate_synthetic
 
     steps.start("generate the synthetic multi-domain shop")
     raw = generate_synthetic(out / "raw", seed=s.seed, tiny=tiny)
@@ -132,25 +144,36 @@ def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartS
     sources = [d for d in raw if roles[d] == "source"]
     (target,) = [d for d in raw if roles[d] == "target"]
     print(f"SYNTHETIC data (not real purchases) in {out / 'raw'}: sources {', '.join(sources)}; target {target}")
-
     steps.start("prepare: raw tables -> dataset directories")
     data = {}
     for name, folder in raw.items():
         ds = prepare_table(folder / "interactions.csv", folder / "items.csv", out / "data" / name, name=name)
         data[name] = out / "data" / name
         print(f"  {name:<8} {ds.num_users:>6} users {ds.num_items:>5} items {ds.num_interactions:>7} interactions ({roles[name]})")
+    return data, sources, target
+
+
+def _encode(data: dict[str, Path], sources: list[str], s: QuickstartSettings, steps: Steps) -> None:
+    from unisrec.text.encoder import TextEncoder
+    from unisrec.text.features import encode_dataset
 
     steps.start("encode item texts (frozen language model, Eq. 1)")
     encoder = TextEncoder(max_length=s.max_text_length)
     print(f"  encoder {encoder.name} ({encoder.pooling} pooling); word-drop copy for the pre-training domains")
-    for name in raw:
-        encode_dataset(
-            data[name],
-            encoder=encoder,
-            word_drop=s.word_drop if name in sources else None,
-            seed=s.seed,
-            progress=False,
-        )
+    for name, path in data.items():
+        encode_dataset(path, encoder=encoder, word_drop=s.word_drop if name in sources else None, seed=s.seed, progress=False)
+
+
+def _architecture(s: QuickstartSettings) -> Any:
+    from unisrec.models.encoder import EncoderConfig
+    from unisrec.models.unisrec import UniSRecConfig
+
+    return UniSRecConfig(encoder=EncoderConfig(hidden_size=s.hidden_size, inner_size=s.inner_size, hidden_dropout=s.dropout, attn_dropout=s.dropout))
+
+
+def _pretrain_sources(out: Path, data: dict[str, Path], sources: list[str], s: QuickstartSettings, steps: Steps) -> tuple[Path, dict[str, Any]]:
+    from unisrec.training.config import PretrainConfig
+    from unisrec.training.pretrain import pretrain
 
     steps.start(f"pre-train on {len(sources)} source domains (Eq. 8-10)")
     pre_dir = out / "checkpoints" / "pretrained"
@@ -158,26 +181,38 @@ def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartS
         epochs=s.pretrain_epochs, batch_size=s.pretrain_batch_size, lr=s.pretrain_lr,
         seed=s.seed, save_every=s.pretrain_epochs, device=s.device,
     )
-    arch = UniSRecConfig(encoder=EncoderConfig(hidden_size=s.hidden_size, inner_size=s.inner_size, hidden_dropout=s.dropout, attn_dropout=s.dropout))
-    _, summary = pretrain([data[d] for d in sources], pre_dir, pcfg, model_config=arch, show_progress=False)
+    _, summary = pretrain([data[d] for d in sources], pre_dir, pcfg, model_config=_architecture(s), show_progress=False)
+    return pre_dir, summary
+
+
+def _finetune_runs(out: Path, data: Path, target: str, pre_dir: Path, s: QuickstartSettings, steps: Steps) -> dict[str, Any]:
+    from unisrec.training.config import TrainConfig
+    from unisrec.training.finetune import finetune
 
     steps.start(f"fine-tune on the target domain '{target}' (Eq. 11-12)")
     results: dict[str, Any] = {}
     for run, label, mode, from_pre in RUNS:
         print(f"  -- {label}")
-        fcfg = TrainConfig(
-            epochs=s.finetune_epochs, batch_size=s.finetune_batch_size, lr=s.finetune_lr,
-            patience=s.patience, seed=s.seed, device=s.device, progress=False,
-        )
-        mcfg = dataclasses.replace(arch, mode=mode)  # scratch runs get the pre-trained architecture
-        m = finetune(data[target], out / "models" / run, fcfg, mcfg, pretrained=pre_dir if from_pre else None)
+        train = TrainConfig(epochs=s.finetune_epochs, batch_size=s.finetune_batch_size, lr=s.finetune_lr,
+                            patience=s.patience, seed=s.seed, device=s.device, progress=False)
+        model = dataclasses.replace(_architecture(s), mode=mode)  # scratch runs get the pre-trained architecture
+        m = finetune(data, out / "models" / run, train, model, pretrained=pre_dir if from_pre else None)
         results[run] = {
             "label": label, "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"],
             "seconds": round(m["wall_seconds"], 1), "valid": m["valid"],
         }
+    return results
+
+
+def _evaluate_runs(out: Path, data: Path, target: str, results: dict[str, Any], s: QuickstartSettings, tiny: bool,
+                   steps: Steps) -> tuple[list[Any], Path, Any]:
+    from unisrec.data.dataset import Dataset
+    from unisrec.evaluation.cli import evaluate_dir
+    from unisrec.evaluation.plots import plot_training_curves
+    from unisrec.models.popularity import evaluate_popularity
 
     steps.start("evaluate on the target's test split (full ranking)")
-    target_ds = Dataset.load(data[target])
+    target_ds = Dataset.load(data)
     table = [("Popularity", evaluate_popularity(target_ds, "test"), None)]
     for run, label, _, _ in RUNS:
         metrics = evaluate_dir(str(out / "models" / run), "test", device=s.device)
@@ -191,6 +226,11 @@ def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartS
         out / "plots" / "training_curves.png",
         title=f"fine-tuning on the synthetic target '{target}'",
     )
+    return table, plot, target_ds
+
+
+def _recommend_example(out: Path, target_ds: Any, results: dict[str, Any], steps: Steps) -> tuple[str, dict[str, Any]]:
+    from unisrec.serving.recommender import Recommender
 
     steps.start("recommend for one example history")
     best_run = max(RUNS, key=lambda r: results[r[0]]["valid"]["ndcg@10"])[0]  # chosen on validation
@@ -206,27 +246,7 @@ def run_quickstart(output: str | Path, tiny: bool = False, settings: QuickstartS
     for r in top:
         print(f"    {r['id']}  {r['score']:.3f}  {r['text']}{'   <- actual next item' if r['id'] == truth else ''}")
     steps.end()
-
-    summary_out = {
-        "target": target,
-        "sources": sources,
-        "popularity": {"test": table[0][1]},
-        "runs": results,
-        "pretraining": {"epochs": summary["epochs"], "checkpoint": str(pre_dir)},
-        "example": {"history": history, "actual_next": truth, "top5": top},
-        "timings_seconds": steps.timings,
-        "total_seconds": round(time.time() - steps.t0, 1),
-        "settings": asdict(s),
-        "tiny": tiny,
-    }
-    write_json(out / "results.json", summary_out)
-    write_json(out / MARKER, {"settings": asdict(s), "tiny": tiny, "status": "done"})
-    print(f"\nDone in {summary_out['total_seconds']:.0f} s. Outputs:")
-    print(f"  results table   {out / 'results.md'}  (and results.json)")
-    print(f"  training curves {plot}")
-    print(f"  models          {out / 'models'}/  (e.g. `unisrec recommend {out / 'models' / best_run} --history {','.join(history[-3:])}`)")
-    print(f"  serve one       unisrec serve {out / 'models' / best_run} --port 8000")
-    return summary_out
+    return best_run, {"history": history, "actual_next": truth, "top5": top}
 
 
 def example_history(dataset: Any) -> tuple[list[str], str]:

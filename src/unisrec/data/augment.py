@@ -9,7 +9,7 @@ Histories are left-aligned (real items first, padding 0 after), as ``Dataset.exa
   dropped (``unisrec encode --word-drop``). The feature table used in pre-training holds the clean rows at indices
   1..n and the word-drop rows at n+1..2n, so word drop is just ``index + n`` at chosen positions.
 
-Each sequence gets item drop with probability 0.9 and word drop otherwise (SPEC "Pre-training").
+Each sequence gets item drop with probability 0.9 and word drop otherwise (docs/protocol.md "Pre-training").
 Random numbers come from a numpy ``Generator`` the caller seeds per global batch, so a view does
 not depend on how the batch is split across processes.
 """

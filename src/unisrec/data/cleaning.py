@@ -1,4 +1,4 @@
-"""Item-text cleaning exactly as SPEC.md "Item text" describes (the authors' release rules).
+"""Item-text cleaning exactly as docs/protocol.md "Item text" describes (the authors' release rules).
 
 Amazon: each of ``title``, ``category``, ``brand`` present in the meta record is cleaned on its own
 (:func:`clean_field`) and the cleaned fields are joined with one space, giving
@@ -17,7 +17,7 @@ _HAS_WORD = re.compile(r"\w")
 
 
 def clean_field(value: object, max_chars: int | None = MAX_FIELD_CHARS) -> str:
-    """Clean one meta field (SPEC "Item text"; the release's ``clean_text``).
+    """Clean one meta field (docs/protocol.md "Item text"; the release's ``clean_text``).
 
     A list (the 2018 ``category`` field) is joined with spaces, a dict is written as ``str(dict)``;
     then HTML entities are unescaped, ``"``, ``\\n`` and ``\\r`` removed, trailing dots collapsed to
@@ -59,7 +59,7 @@ def amazon_item_text(record: dict, fields: tuple[str, ...] = AMAZON_TEXT_FIELDS,
 
 
 def online_retail_text(description: str) -> str:
-    """Online Retail item text: the Description stripped, lower-cased, plus ``"."`` (SPEC)."""
+    """Online Retail item text: the Description stripped, lower-cased, plus ``"."`` (docs/protocol.md "Item text")."""
     return description.strip().lower() + "."
 
 

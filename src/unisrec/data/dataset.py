@@ -11,7 +11,7 @@ Layout (format version 1)::
 
 Item index 0 is padding everywhere. Each user's sequence is ordered oldest first and holds the
 whole interaction history (no cap): the 50-item history window is applied when examples are built.
-Leave-one-out split (SPEC "Data protocol"): the last item is the test target, the second-to-last the
+Leave-one-out split (docs/protocol.md "Data protocol"): the last item is the test target, the second-to-last the
 validation target, every earlier position t >= 1 is a training target with the prefix before it as
 history.
 

@@ -1,4 +1,4 @@
-"""Iterative k-core filtering of an interaction list (SPEC "Data protocol")."""
+"""Iterative k-core filtering of an interaction list (docs/protocol.md "Data protocol")."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ def chronological_order(users: np.ndarray, times: np.ndarray, shuffle_seed: int 
     """Row indices sorted by (user, time), ties broken by original row order.
 
     ``np.lexsort`` is a stable sort, so rows with equal (user, time) keep their input order: the
-    deterministic tie-break SPEC asks for (the release sorted a Python ``set``, so its order of
+    deterministic tie-break docs/protocol.md "Data protocol" asks for (the release sorted a Python ``set``, so its order of
     same-time items changed from run to run). With ``shuffle_seed`` ties get a random order that
     the seed fixes: the release's protocol, made repeatable. It matters where whole sequences
     share one time, as Online Retail's invoices do: there the input order (the order the lines

@@ -33,10 +33,6 @@ class SASRecConfig:
     def __post_init__(self) -> None:
         check_sizes(self, num_items=(0, 2**31 - 2))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SASRecConfig":
-        return config_from_dict(cls, d)
-
 
 class SASRec(SequentialRecommender):
     model_type = "sasrec"

@@ -52,10 +52,6 @@ class UniSRecConfig:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UniSRecConfig":
-        return config_from_dict(cls, d)
-
 
 class UniSRec(SequentialRecommender):
     model_type = "unisrec"

@@ -1,9 +1,9 @@
-"""Amazon Reviews "ratings only" CSV + ``meta_<Category>.json.gz`` -> Dataset (SPEC "Data protocol").
+"""Amazon Reviews "ratings only" CSV + ``meta_<Category>.json.gz`` -> Dataset (docs/protocol.md "Data protocol").
 
 Ratings: no header, columns ``item,user,rating,timestamp`` (2018; the 2014 files are
 ``user,item,rating,timestamp``: pass ``ratings_columns``). Meta: one record per line, JSON (2018) or
 a Python literal (2014, read with ``ast.literal_eval`` only when JSON parsing fails). Item text =
-cleaned title + category + brand (SPEC "Item text"; the 2014 ``categories`` list of lists stands in
+cleaned title + category + brand (docs/protocol.md "Item text"; the 2014 ``categories`` list of lists stands in
 for ``category``). Items without a meta record are dropped, then the (5, 5)-core, then time order.
 A repeated (user, item, rating, timestamp) row is a duplicate, as in the release (which stored the
 ratings in a set).

@@ -1,6 +1,6 @@
 """UCI "Online Retail" (.xlsx from UCI, latin-1 .csv from Kaggle, or .parquet) -> Dataset.
 
-The paper's protocol (shared/README.md): each invoice is a user (a session), StockCode is the item,
+The paper's protocol (docs/protocol.md "Data protocol"): each invoice is a user (a session), StockCode is the item,
 its Description (lower-cased, + ".") the item text; rows without a description are dropped; exact
 duplicates are removed; 5-core on invoices and items; order by InvoiceDate; leave-one-out.
 

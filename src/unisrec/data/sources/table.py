@@ -2,7 +2,7 @@
 
 For users with their own data: interactions need a user, an item and a time column (unix seconds or
 a date-time); the item table an item id and one or more text columns. Each text column is cleaned
-like an Amazon field (SPEC "Item text"; without the release's 2,000-character limit, so long texts
+like an Amazon field (docs/protocol.md "Item text"; without the release's 2,000-character limit, so long texts
 are kept whole and the encoder truncates them) and the columns are joined with a space. Interactions whose
 item has no row in the item table are dropped (``no_item_text``); then the same protocol as Amazon:
 exact duplicates (user, item, time) removed, k-core, time order, leave-one-out.
