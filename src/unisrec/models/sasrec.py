@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from unisrec.models.base import SequentialRecommender
-from unisrec.models.checkpoint import config_from_dict
 from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, init_weights
 
 
