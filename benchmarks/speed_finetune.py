@@ -96,9 +96,9 @@ def main() -> int:
 
     from unisrec.data.dataset import Dataset
     from unisrec.evaluation.metrics import rank_examples
-    from unisrec.models.baselines.sasrec import SASRec, SASRecConfig
+    from unisrec.models.sasrec import SASRec, SASRecConfig
     from unisrec.models.unisrec import UniSRec, UniSRecConfig
-    from unisrec.training.finetune import batch_loss_every_position, batch_loss_last, epoch_batches, train_windows
+    from unisrec.training.batching import EveryPositionBatching, LastItemBatching
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(benchlib.dataset_dir("scientific")),
@@ -118,13 +118,11 @@ def main() -> int:
     dev = torch.device(args.device)
     ds = Dataset.load(args.data)
     feats = torch.from_numpy(np.array(ds.features(), dtype=np.float32))
-    hist, lens, tgt = ds.examples("train", 50)
-    n_steps_epoch = int(np.ceil(len(tgt) / 2048))
-    rng = np.random.default_rng(0)
-    batches = [(hist[i], lens[i], tgt[i]) for i in epoch_batches(len(tgt), 2048, rng)]
-    w_in, w_len, w_tgt, w_cnt = train_windows(ds, 50)
-    w_batches_idx = epoch_batches(len(w_len), 2048, rng, w_cnt.sum(1))
-    w_batches = [(w_in[i], w_len[i], w_tgt[i], w_cnt[i]) for i in w_batches_idx]
+    last_item, every_position = LastItemBatching(ds, 50, 2048), EveryPositionBatching(ds, 50, 2048)
+    hist, lens, tgt = last_item.history, last_item.lengths, last_item.targets
+    batches = [(i,) for i in last_item.epoch(1, 0)]
+    n_steps_epoch = len(batches)
+    w_batches = [(i,) for i in every_position.epoch(1, 0)]
     v_hist, v_lens, v_tgt = ds.examples("valid", 50)
 
     results = {"dataset": benchlib.display_path(args.data), "train_examples": int(len(tgt)), "steps_per_epoch": n_steps_epoch,
@@ -133,19 +131,18 @@ def main() -> int:
     for kind in ("unisrec_t_id", "sasrec"):
         torch.manual_seed(0)
         if kind == "sasrec":
-            model = SASRec(SASRecConfig(num_items=ds.num_items)).to(dev)
+            model = SASRec.for_dataset(SASRecConfig(), ds.num_items).to(dev)
         else:
-            model = UniSRec(UniSRecConfig(text_dim=feats.shape[1], mode="transductive", num_items=ds.num_items))
-            model.set_item_features(feats)
-            model.to(dev)
+            model = UniSRec.for_dataset(UniSRecConfig(mode="transductive"), ds.num_items, feats).to(dev)
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         variants = {
-            "faithful": (lambda h, l, t: batch_loss_last(model, h, l, t, dev), batches, n_steps_epoch),
-            "every_position": (lambda i, l, t, c: batch_loss_every_position(model, i, l, t, c, dev), w_batches, len(w_batches)),
+            "faithful": (lambda i: last_item.loss(model, i, dev)[0], batches, n_steps_epoch),
+            "every_position": (lambda i: every_position.loss(model, i, dev)[0], w_batches, len(w_batches)),
         }
         if not args.skip_release:
-            variants = {"release": (lambda h, l, t: release_style_loss(model, h, l, t, dev), batches, n_steps_epoch), **variants}
+            release = (lambda i: release_style_loss(model, hist[i], lens[i], tgt[i], dev), batches, n_steps_epoch)
+            variants = {"release": release, **variants}
         for name, (fn, bs, per_epoch) in variants.items():
             wall, cpu = time_steps(fn, bs, args.steps, opt)
             results["variants"][f"{kind}/{name}"] = {
