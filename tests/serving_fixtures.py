@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from unisrec.data.dataset import Dataset
+from unisrec.models.encoder import EncoderConfig
 from unisrec.models.model_dir import save_model_dir
 from unisrec.models.unisrec import UniSRec, UniSRecConfig
 
@@ -21,18 +22,10 @@ def text_encoder_class():
     return TextEncoder
 
 
-def tiny_config(text_dim: int, mode: str = "inductive", num_items: int = 0, max_seq_length: int = 8) -> UniSRecConfig:
-    return UniSRecConfig(
-        text_dim=text_dim,
-        hidden_size=32,
-        n_layers=1,
-        n_heads=2,
-        inner_size=64,
-        n_experts=2,
-        max_seq_length=max_seq_length,
-        mode=mode,
-        num_items=num_items,
-    )
+def tiny_config(text_dim: int, mode: str = "inductive", num_items: int = 0, max_seq_length: int = 8,
+                hidden_size: int = 32) -> UniSRecConfig:
+    encoder = EncoderConfig(hidden_size=hidden_size, n_layers=1, n_heads=2, inner_size=64, max_seq_length=max_seq_length)
+    return UniSRecConfig(text_dim=text_dim, n_experts=2, mode=mode, num_items=num_items, encoder=encoder)
 
 
 def make_model_dir(
@@ -124,3 +117,32 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class HashEncoder:
+    """A fast stand-in text encoder: a fixed pseudo-random unit vector per distinct text (so equal
+    texts get equal features), plus a count of the texts it encoded."""
+
+    def __init__(self, dim: int = 16):
+        self.dim = dim
+        self.encoded = 0
+
+    def encode(self, texts) -> np.ndarray:
+        import hashlib
+
+        out = np.empty((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+            v = np.random.default_rng(seed).normal(size=self.dim)
+            out[row] = v / np.linalg.norm(v)
+        self.encoded += len(texts)
+        return out
+
+
+def hashed_model_dir(root: Path, n: int = 30, dim: int = 16, seed: int = 0) -> Path:
+    """A tiny model dir whose features are HashEncoder vectors of its item texts: an item added with
+    the same text as a catalogue item gets exactly that item's vector."""
+    ids = [f"item-{i}" for i in range(1, n + 1)]
+    texts = [f"text of item {i}" for i in range(1, n + 1)]
+    feats = np.concatenate([np.zeros((1, dim), np.float32), HashEncoder(dim).encode(texts)])
+    return make_model_dir(root, ids, texts, feats, seed=seed)

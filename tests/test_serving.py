@@ -63,9 +63,8 @@ def test_known_ranking_from_controlled_table(tmp_path):
     whatever the scales (a dot product instead of cosine would follow the scales)."""
     n = d = 32
     torch.manual_seed(0)
-    cfg = tiny_config(text_dim=d, max_seq_length=8)
+    cfg = tiny_config(text_dim=d, max_seq_length=8, hidden_size=d)
     cfg.n_experts = 1
-    cfg.hidden_size = d
     model = UniSRec(cfg)
     with torch.no_grad():
         model.adaptor.experts[0].linear.weight.copy_(torch.eye(d))

@@ -23,7 +23,8 @@ builds the next snapshot under a writer lock and publishes it with one attribute
 request sees the catalogue either wholly before or wholly after an addition. Item vectors live in
 buffers with spare rows: appending writes rows beyond every published snapshot's item count and
 therefore never touches what a reader can see; replacing an existing item's text copies the
-buffers first (copy-on-write).
+buffers first (copy-on-write). Text encodes run one at a time (a lock: a fast tokenizer must not
+be shared by threads).
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ from unisrec.errors import UserError
 MAX_REPORTED_IDS = 20
 
 
-class UnknownItemsError(UserError):
+class InvalidRequest(UserError):
+    """The caller's input is wrong (bad id, text, k, ...). The message holds no server detail (no
+    paths), so the HTTP layer may show it to clients."""
+
+
+class UnknownItemsError(InvalidRequest):
     """A history names items that are neither in the catalogue nor given with their text."""
 
     def __init__(self, ids: list[str]):
@@ -56,6 +62,24 @@ class UnknownItemsError(UserError):
             f"unknown item ids in history: {shown}{more}; add them with add_items / POST /items, "
             "or pass their text in item_texts"
         )
+
+
+class CatalogueFullError(InvalidRequest):
+    """Adding the items would take the catalogue past its size cap (``add_items(max_items=...)``)."""
+
+
+class TextEncoderUnavailable(UserError):
+    """The server cannot encode texts (no encoder recorded, or it failed to load): not the caller's fault."""
+
+
+def unicode_problem(value: str) -> str | None:
+    """Why ``value`` is not proper Unicode (it holds a lone surrogate, which no UTF-8 reply can carry),
+    or None. JSON's ``\\udXXX`` escapes let a client send such strings."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a lone surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}; send valid Unicode text"
+    return None
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,7 @@ class Catalogue:
     unit: torch.Tensor  # vectors / ||vectors||, row 0 = 0: what scoring reads
     n: int
     ann: Any = None  # unisrec.serving.ann.FaissIndex over items 1..ann.size, or None
+    text_version: int = 0  # bumped when an existing item's text is replaced (search cache key)
 
     def rows(self, buffer: torch.Tensor) -> torch.Tensor:
         return buffer[: self.n + 1]
@@ -122,6 +147,53 @@ def _grow(buffer: torch.Tensor, rows: int) -> torch.Tensor:
     return out
 
 
+# A sequence-encoder forward costs a fixed ~0.8 ms (op dispatch) plus ~0.04 ms per (padded) position
+# at Scientific's size on one core: starting another forward pays off once it saves ~20 positions.
+NEW_FORWARD_POSITIONS = 20
+
+
+def _length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """Split a batch into groups of similar history length, each run as one padded forward.
+
+    Padding every history to the batch's longest wastes most of the work on real traffic (Scientific
+    histories: median 5 items, a few reach 50). Histories are taken shortest first; the next one
+    joins the current group unless the extra padding it forces on the group's members costs more
+    than a new forward (``NEW_FORWARD_POSITIONS``).
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    widest = 0
+    for b in order:
+        if groups and len(groups[-1]) * (lengths[b] - widest) <= NEW_FORWARD_POSITIONS:
+            groups[-1].append(b)
+        else:
+            groups.append([b])
+        widest = lengths[b]
+    return groups
+
+
+def _usable_text(text: Any) -> bool:
+    return isinstance(text, str) and bool(text.strip())
+
+
+def _check_finite_items(path: Path, ids: Sequence[str], feats: Any, vectors: torch.Tensor) -> None:
+    """Refuse a catalogue with NaN / infinite item vectors (rows 1..n): such an item would score NaN
+    and rank first (NaN compares as largest in torch.topk), and no JSON reply can carry the score."""
+    bad = (~torch.isfinite(vectors[1:]).all(dim=1)).nonzero().flatten().tolist()
+    if not bad:
+        return
+    rows = np.asarray(bad) + 1
+    from_features = int((~np.isfinite(np.asarray(feats[rows], dtype=np.float32)).all(axis=1)).sum())
+    shown = ", ".join(repr(ids[r]) for r in bad[:MAX_REPORTED_IDS])
+    more = f" (and {len(bad) - MAX_REPORTED_IDS} more)" if len(bad) > MAX_REPORTED_IDS else ""
+    cause = (
+        f"{from_features} of them have NaN/inf text features in catalogue/features.npy: re-encode their texts"
+        if from_features
+        else "their features are finite, so the model's weights produce them: check model.safetensors"
+    )
+    raise UserError(f"{path}: {len(bad)} catalogue items have NaN or infinite vectors: {shown}{more}; {cause}")
+
+
 class Recommender:
     """Recommend raw item ids for histories of raw item ids; see the module docstring.
 
@@ -152,9 +224,12 @@ class Recommender:
         self.faiss_params = faiss_params
         self._text_encoder = text_encoder
         self._encoder_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self.torch_threads = torch_threads
         self._thread_state = threading.local()
+        self._search_lock = threading.Lock()
+        self._search_cache: tuple[list[str], int] = ([""], 0)
         self._snap = catalogue
         if index == "faiss":
             self._snap = self._with_ann(catalogue, rebuild=True)
@@ -207,6 +282,7 @@ class Recommender:
             )
         model = model.to(device).eval()
         vectors = adapted_item_table(model, feats, chunk=chunk)
+        _check_finite_items(path, ids, feats, vectors)
         all_ids = [""] + list(ids)
         index_of = {raw: i for i, raw in enumerate(all_ids) if i}
         if len(index_of) != len(ids):
@@ -224,7 +300,11 @@ class Recommender:
     @property
     def max_history(self) -> int:
         """Histories longer than this keep only their most recent ``max_seq_length`` items."""
-        return self.model.config.max_seq_length
+        return self.model.max_seq_length
+
+    def __contains__(self, raw_id: object) -> bool:
+        """Whether the catalogue has an item with this raw id."""
+        return raw_id in self._snap.index
 
     def item_ids(self) -> list[str]:
         snap = self._snap
@@ -267,61 +347,141 @@ class Recommender:
         own items; ``item_texts`` supplies the text of history items the catalogue lacks.
         """
         if isinstance(history, str):
-            raise UserError("history must be a list of item ids, not one string")
+            raise InvalidRequest("history must be a list of item ids, not one string")
         return self.recommend_batch([history], k, exclude_seen, item_texts)[0]
 
     def recommend_batch(
         self,
         histories: Sequence[Sequence[str]],
-        k: int = 10,
-        exclude_seen: bool = False,
+        k: int | Sequence[int] = 10,
+        exclude_seen: bool | Sequence[bool] = False,
         item_texts: Mapping[str, str] | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """:meth:`recommend` for many histories in one encoder forward and one matmul."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise UserError(f"k must be a positive integer, got {k!r}")
+        """:meth:`recommend` for many histories in one encoder forward and one matmul.
+
+        ``k`` and ``exclude_seen`` are one value for every history or one per history (what the
+        HTTP server's micro-batching needs: concurrent requests differ in both).
+        """
+        histories = self._history_list(histories)
+        ks = self._per_history("k", k, len(histories))
+        for kk in ks:
+            if isinstance(kk, bool) or not isinstance(kk, int) or kk < 1:
+                raise InvalidRequest(f"k must be a positive integer, got {kk!r}")
+        excl = self._per_history("exclude_seen", exclude_seen, len(histories))
         self._pin_threads()
         snap = self._snap  # one consistent catalogue for the whole request
         s, seen = self._sequence_vectors(snap, histories, item_texts)
         q = F.normalize(s, dim=-1)
-        exclude = seen if exclude_seen else [[] for _ in seen]
+        exclude = [sn if ex else [] for sn, ex in zip(seen, excl)]
         if snap.ann is not None:
-            scores, idx = self._ann_topk(snap, q, k, exclude)
+            scores, idx = self._ann_topk(snap, q, max(ks), exclude)
         else:
-            scores, idx = self._exact_topk(snap, q, k, exclude)
+            scores, idx = self._exact_topk(snap, q, max(ks), exclude)
         out = []
-        for row_s, row_i in zip(scores.tolist(), idx.tolist()):
-            out.append(
-                [
-                    {"id": snap.ids[i], "score": float(v), "text": snap.texts[i]}
-                    for v, i in zip(row_s, row_i)
-                    if v != float("-inf") and i > 0
-                ]
-            )
+        for row_s, row_i, kk in zip(scores.tolist(), idx.tolist(), ks):
+            # a non-finite score is padding, an excluded item or an ANN miss (-inf); NaN cannot
+            # come from a loaded catalogue (refused at load) and is dropped rather than ranked
+            row = [
+                {"id": snap.ids[i], "score": v, "text": snap.texts[i]}
+                for v, i in zip(row_s, row_i)
+                if i > 0 and math.isfinite(v)
+            ]
+            out.append(row[:kk])
         return out
 
+    @staticmethod
+    def _history_list(histories: Any) -> list:
+        if isinstance(histories, (str, bytes)) or not isinstance(histories, Iterable):
+            raise InvalidRequest("histories must be a list of lists of item ids")
+        histories = list(histories)
+        if not histories:
+            raise InvalidRequest("no histories given")
+        return histories
+
+    @staticmethod
+    def _per_history(name: str, value: Any, n: int) -> list:
+        if isinstance(value, (list, tuple)):
+            if len(value) != n:
+                raise InvalidRequest(f"{name}: {len(value)} values for {n} histories")
+            return list(value)
+        return [value] * n
+
+    def unknown_ids(self, history: Sequence[str], item_texts: Mapping[str, str] | None = None) -> list[str]:
+        """The ids of ``history`` that the catalogue lacks and ``item_texts`` does not describe, in
+        order, without repeats (cheap: dictionary look-ups). Items are never removed, so an id
+        known now stays known."""
+        snap, texts = self._snap, item_texts or {}
+        return list(dict.fromkeys(h for h in history if h not in snap.index and not _usable_text(texts.get(h))))
+
+    def search(self, query: str, k: int = 20) -> tuple[list[dict[str, str]], int]:
+        """Catalogue items whose id or text contains every word of ``query`` (case-insensitive):
+        (the first ``k`` in catalogue order as ``{"id", "text"}``, the number of matches).
+
+        A plain keyword filter for browsing (the demo page): one linear scan over a lower-cased copy
+        of the texts that is built once and extended as items are added.
+        """
+        problem = unicode_problem(query) if isinstance(query, str) else "is not a string"
+        if problem:
+            raise InvalidRequest(f"query {problem}")
+        terms = query.casefold().split()
+        if not terms:
+            raise InvalidRequest("the query has no words")
+        snap = self._snap
+        hay = self._haystack(snap)
+        found: list[dict[str, str]] = []
+        total = 0
+        for i in range(1, snap.n + 1):
+            text = hay[i]
+            if all(t in text for t in terms):
+                total += 1
+                if len(found) < k:
+                    found.append({"id": snap.ids[i], "text": snap.texts[i]})
+        return found, total
+
+    def _haystack(self, snap: Catalogue) -> list[str]:
+        """Lower-cased "id text" of at least rows 0..snap.n: rebuilt when a text was replaced, else
+        extended (items only ever get appended, so a longer cache of the same version fits)."""
+        with self._search_lock:
+            hay, version = self._search_cache
+            if version != snap.text_version:
+                hay = [""]
+            if len(hay) < snap.n + 1:
+                hay = hay + [f"{snap.ids[i]} {snap.texts[i]}".casefold() for i in range(len(hay), snap.n + 1)]
+                self._search_cache = (hay, snap.text_version)
+            return hay
+
     # -------------------------------------------------------------- new items
-    def add_items(self, items: Mapping[str, str], features: Any = None) -> dict[str, int]:
+    def add_items(self, items: Mapping[str, str], features: Any = None, max_items: int | None = None) -> dict[str, int]:
         """Add (or re-text) items by their text; they are recommendable and usable in histories at once.
 
         ``features`` optionally gives their precomputed text features ((m, text_dim), in the order
-        of ``items``) instead of running the text encoder. Returns ``{"added", "updated", "num_items"}``.
+        of ``items``) instead of running the text encoder. ``max_items`` caps the catalogue size:
+        a call that would add items beyond it raises :class:`CatalogueFullError` and changes
+        nothing. Returns ``{"added", "updated", "num_items"}``.
         """
         raw_ids, texts = self._check_new_items(items)
+        if max_items is not None:
+            self._check_room(raw_ids, max_items)  # before encoding: a full catalogue costs nothing
         self._pin_threads()
         if features is None:
             feats = self._encode_texts(texts)
         else:
             feats = np.asarray(features, dtype=np.float32)
             if feats.shape != (len(raw_ids), self.model.config.text_dim):
-                raise UserError(
+                raise InvalidRequest(
                     f"features of shape {feats.shape} for {len(raw_ids)} items; expected ({len(raw_ids)}, {self.model.config.text_dim})"
                 )
+            if not np.isfinite(feats).all():
+                raise InvalidRequest("features hold NaN or infinite values")
         with self._write_lock:
+            if max_items is not None:
+                self._check_room(raw_ids, max_items)  # again: another writer may have added meanwhile
             snap = self._snap
             existing = [snap.index.get(r, -1) for r in raw_ids]
             id_rows = torch.tensor(existing, dtype=torch.long)  # keep e_i of re-texted known items
             new_vecs = adapted_item_table(self.model, feats, item_ids=id_rows)
+            if not torch.isfinite(new_vecs).all():
+                raise InvalidRequest("the model maps these items' features to NaN or infinite vectors; nothing was added")
             new_unit = F.normalize(new_vecs, dim=-1)
             ids, txts, index_of = list(snap.ids), list(snap.texts), dict(snap.index)
             vectors, unit, n = snap.vectors, snap.unit, snap.n
@@ -344,7 +504,7 @@ class Recommender:
                     ids.append(raw_ids[j])
                     txts.append(texts[j])
                     index_of[raw_ids[j]] = n
-            nxt = Catalogue(ids, txts, index_of, vectors, unit, n, snap.ann)
+            nxt = Catalogue(ids, txts, index_of, vectors, unit, n, snap.ann, snap.text_version + bool(updated))
             if snap.ann is not None:
                 nxt = self._with_ann(nxt, rebuild=bool(updated))
             self._snap = nxt
@@ -358,41 +518,66 @@ class Recommender:
             torch.set_num_threads(self.torch_threads)
             self._thread_state.pinned = True
 
+    def _check_room(self, raw_ids: list[str], max_items: int) -> None:
+        snap = self._snap
+        new = sum(1 for r in raw_ids if r not in snap.index)
+        if snap.n + new > max_items:
+            raise CatalogueFullError(
+                f"the catalogue holds {snap.n} items and may hold at most {max_items}; these {new} new "
+                f"items would exceed that (replacing the text of existing items is still allowed)"
+            )
+
     def _check_new_items(self, items: Mapping[str, str]) -> tuple[list[str], list[str]]:
         if not isinstance(items, Mapping) or not items:
-            raise UserError("items must be a non-empty mapping {raw id: text}")
+            raise InvalidRequest("items must be a non-empty mapping {raw id: text}")
         raw_ids, texts = [], []
         for raw, text in items.items():
             if not isinstance(raw, str) or not raw.strip():
-                raise UserError(f"item id {raw!r}: ids must be non-empty strings")
+                raise InvalidRequest(f"item id {raw!r}: ids must be non-empty strings")
+            if unicode_problem(raw):
+                raise InvalidRequest(f"item id {raw!r} {unicode_problem(raw)}")
             if not isinstance(text, str) or not text.strip():
-                raise UserError(f"item {raw!r}: text must be a non-empty string (the model scores new items by text alone)")
+                raise InvalidRequest(f"item {raw!r}: text must be a non-empty string (the model scores new items by text alone)")
+            if unicode_problem(text):
+                raise InvalidRequest(f"text of item {raw!r} {unicode_problem(text)}")
             raw_ids.append(raw)
             texts.append(text)
         return raw_ids, texts
 
     def text_encoder(self) -> Any:
-        """The model's text encoder (built on first use from config.json["encoder"])."""
+        """The model's text encoder (built on first use from config.json["encoder"]).
+
+        Raises :class:`TextEncoderUnavailable` when the model records none or it cannot be loaded.
+        """
         with self._encoder_lock:
             if self._text_encoder is None:
                 name = self.encoder_info.get("encoder")
                 if not name:
-                    raise UserError(
+                    raise TextEncoderUnavailable(
                         f"{self.path}/config.json records no text encoder; pass text_encoder=... or precomputed features"
                     )
                 from unisrec.text import TextEncoder
 
                 kwargs = {k: self.encoder_info[k] for k in ("pooling", "max_length") if self.encoder_info.get(k) is not None}
-                self._text_encoder = TextEncoder(name_or_path=name, **kwargs)
+                try:
+                    self._text_encoder = TextEncoder(name_or_path=name, **kwargs)
+                except UserError as exc:
+                    raise TextEncoderUnavailable(f"the text encoder {name!r} of {self.path} cannot be loaded: {exc}") from exc
             return self._text_encoder
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        feats = np.asarray(self.text_encoder().encode(list(texts)), dtype=np.float32)
+        """Text features of ``texts``, one encode at a time (a fast tokenizer must not be shared by
+        threads, and two concurrent encodes would only compete for the same cores)."""
+        encoder = self.text_encoder()
+        with self._encode_lock:
+            feats = np.asarray(encoder.encode(list(texts)), dtype=np.float32)
         if feats.shape != (len(texts), self.model.config.text_dim):
-            raise UserError(
+            raise TextEncoderUnavailable(
                 f"the text encoder returned shape {feats.shape}; the model expects (n, {self.model.config.text_dim}) -- "
                 "is it the encoder the model was trained with?"
             )
+        if not np.isfinite(feats).all():
+            raise InvalidRequest("the text encoder gave NaN or infinite features for these texts")
         return feats
 
     def _sequence_vectors(
@@ -402,30 +587,28 @@ class Recommender:
 
         Histories longer than ``max_seq_length`` keep their most recent items, as in training.
         """
-        if isinstance(histories, (str, bytes)) or not isinstance(histories, Iterable):
-            raise UserError("histories must be a list of lists of item ids")
-        histories = list(histories)
-        if not histories:
-            raise UserError("no histories given")
+        histories = self._history_list(histories)
         item_texts = item_texts or {}
-        cap = self.model.config.max_seq_length
+        cap = self.model.max_seq_length
         unknown: dict[str, None] = {}
         cold: dict[str, int] = {}  # unknown ids with text -> row in the cold table
         rows: list[list[int]] = []  # last `cap` items: catalogue index, or -(1 + cold row)
         seen: list[list[int]] = []  # every catalogue item of the history (for exclude_seen)
         for b, hist in enumerate(histories):
             if isinstance(hist, (str, bytes)) or not isinstance(hist, Sequence):
-                raise UserError(f"history {b}: expected a list of item ids, got {type(hist).__name__}")
+                raise InvalidRequest(f"history {b}: expected a list of item ids, got {type(hist).__name__}")
             if not hist:
-                raise UserError(f"history {b} is empty; give at least one item id")
+                raise InvalidRequest(f"history {b} is empty; give at least one item id")
             row = []
             for raw in hist:
                 if not isinstance(raw, str):
-                    raise UserError(f"history {b}: item id {raw!r} is not a string")
+                    raise InvalidRequest(f"history {b}: item id {raw!r} is not a string")
                 i = snap.index.get(raw)
                 if i is None:
                     text = item_texts.get(raw)
-                    if isinstance(text, str) and text.strip():
+                    if _usable_text(text):
+                        if unicode_problem(text):
+                            raise InvalidRequest(f"item_texts[{raw!r}] {unicode_problem(text)}")
                         i = -(1 + cold.setdefault(raw, len(cold)))
                     else:
                         unknown[raw] = None
@@ -435,20 +618,27 @@ class Recommender:
             rows.append(row[-cap:])
         if unknown:
             raise UnknownItemsError(list(unknown))
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long, device=self.device)
-        idx = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long, device=self.device)
-        for b, r in enumerate(rows):
-            idx[b, : len(r)] = torch.tensor([max(i, 0) for i in r], dtype=torch.long)
+        table = snap.rows(snap.vectors)
+        s = torch.empty(len(rows), table.shape[1], dtype=table.dtype, device=self.device)
         with torch.inference_mode():
-            item_repr = snap.rows(snap.vectors)[idx]  # (B, L, d)
+            cold_vecs = None
             if cold:
                 feats = self._encode_texts([item_texts[r] for r in cold])
                 cold_vecs = adapted_item_table(self.model, feats, item_ids=torch.full((len(cold),), -1))
-                for b, r in enumerate(rows):
-                    for t, i in enumerate(r):
-                        if i < 0:
-                            item_repr[b, t] = cold_vecs[-1 - i]
-            s = self.model.encoder(item_repr, lengths)
+            for group in _length_groups([len(r) for r in rows]):
+                width = max(len(rows[b]) for b in group)
+                idx = torch.zeros(len(group), width, dtype=torch.long)
+                for g, b in enumerate(group):
+                    idx[g, : len(rows[b])] = torch.tensor([max(i, 0) for i in rows[b]], dtype=torch.long)
+                item_repr = table[idx.to(self.device)]  # (G, L, d)
+                if cold_vecs is not None:
+                    for g, b in enumerate(group):
+                        for t, i in enumerate(rows[b]):
+                            if i < 0:
+                                item_repr[g, t] = cold_vecs[-1 - i]
+                lengths = torch.tensor([len(rows[b]) for b in group], dtype=torch.long, device=self.device)
+                out = self.model.encoder.forward_last(item_repr, lengths)  # = forward(), last position only
+                s[torch.tensor(group, device=self.device)] = out  # groups hold histories shortest first
         return s, seen
 
     def _exact_topk(self, snap: Catalogue, q: torch.Tensor, k: int, exclude: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
