@@ -13,6 +13,8 @@ from unisrec.serving.app import create_app
 from unisrec.serving.recommender import Recommender
 
 N_ITEMS = 40
+KEY = "test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 needs_encoder = pytest.mark.skipif(text_encoder_class() is None, reason="unisrec.text.TextEncoder not available yet")
 
 
@@ -24,7 +26,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(model_dir):
     rec = Recommender.from_pretrained(model_dir)
-    app = create_app(rec, max_history=20, max_k=25, max_new_items=5, max_body_bytes=4096)
+    app = create_app(rec, max_history=20, max_k=25, max_texts=5, max_body_bytes=4096, api_key=KEY)
     with ServerThread(app) as url:
         yield url, rec
 
@@ -87,10 +89,10 @@ def test_malformed_and_oversize_bodies(server):
         assert r.request.headers.get("transfer-encoding") == "chunked"
         assert r.status_code == 413 and r.json()["error"] == "body_too_large"
         assert c.get("/recommend").status_code == 405
-        assert c.post("/items", json={"items": {}}).status_code == 422
-        r = c.post("/items", json={"items": {f"n{i}": "t" for i in range(6)}})
+        assert c.post("/items", json={"items": {}}, headers=AUTH).status_code == 422
+        r = c.post("/items", json={"items": {f"n{i}": "t" for i in range(6)}}, headers=AUTH)
         assert r.status_code == 422 and "at most 5" in r.json()["detail"]
-        assert c.post("/items", json={"items": {"n": 3}}).status_code == 422
+        assert c.post("/items", json={"items": {"n": 3}}, headers=AUTH).status_code == 422
         # the server is still healthy after all of that
         assert c.get("/health").status_code == 200
 
@@ -130,7 +132,7 @@ def test_add_items_during_load(tmp_path):
     problems: list[str] = []
     stop = threading.Event()
 
-    with ServerThread(create_app(rec)) as url:
+    with ServerThread(create_app(rec, api_key=KEY)) as url:
 
         def reader():
             with httpx.Client(base_url=url, timeout=30) as http:
@@ -151,7 +153,7 @@ def test_add_items_during_load(tmp_path):
             for step in range(20):
                 new = {f"twin{step}-{k}": top[(step + k) % 4] for k in range(3)}
                 twin_of.update(new)
-                r = http.post("/items", json={"items": {i: SCIENCE_TEXTS[orig] for i, orig in new.items()}})
+                r = http.post("/items", json={"items": {i: SCIENCE_TEXTS[orig] for i, orig in new.items()}}, headers=AUTH)
                 assert r.status_code == 200 and r.json()["added"] == 3
         stop.set()
         for t in threads:
@@ -166,7 +168,7 @@ def test_add_items_during_load(tmp_path):
 @needs_encoder
 def test_new_item_by_text_over_http(tmp_path):
     rec = Recommender.from_pretrained(text_model_dir(tmp_path))
-    with ServerThread(create_app(rec)) as url, httpx.Client(base_url=url, timeout=60) as c:
+    with ServerThread(create_app(rec, allow_writes=True)) as url, httpx.Client(base_url=url, timeout=60) as c:
         r = c.post("/items", json={"items": {"B7": "Lab coat, cotton, white, size M. Lab safety. Fisher."}})
         assert r.json() == {"added": 1, "updated": 0, "num_items": 9}
         r = c.post("/recommend", json={"history": ["A2", "B7"], "k": 9})

@@ -37,16 +37,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_export)
 
-    p = sub.add_parser("serve", help="HTTP API: POST /recommend, POST /items, GET /health, docs at /docs")
+    p = sub.add_parser(
+        "serve", help="HTTP API: POST /recommend, POST /items, GET /items/search, /health; demo page at /, docs at /docs",
+        description="Serve MODEL_DIR over HTTP. POST /items (adding items) needs an API key: --api-key or the "
+        "UNISREC_API_KEY environment variable (preferred: a command line is visible to other users). Without a key "
+        "it is disabled unless --allow-writes is given on a loopback address. See docs/serving.md.",
+    )
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--index", choices=("exact", "faiss"), default="exact")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--api-key", default=None, help="the key POST /items requires (default: $UNISREC_API_KEY)")
+    p.add_argument("--allow-writes", action="store_true",
+                   help="accept POST /items without a key (only with a loopback --host, from loopback clients)")
     p.add_argument("--max-history", type=int, default=None, help="longest history accepted (default 1000)")
     p.add_argument("--max-k", type=int, default=None, help="largest k accepted (default 1000)")
-    p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 1 MiB)")
-    p.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per request (default 1; 0 = torch's default)")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 262144)")
+    p.add_argument("--max-texts", type=int, default=None,
+                   help="texts one request may have encoded: item_texts of /recommend, items of POST /items (default 64)")
+    p.add_argument("--max-text-chars", type=int, default=None, help="total characters of those texts (default 32768)")
+    p.add_argument("--max-catalogue-items", type=int, default=None,
+                   help="POST /items refuses to grow the catalogue past this (default: loaded items + 100000)")
+    p.add_argument("--encode-concurrency", type=int, default=None, help="text encodes running at once (default 1)")
+    p.add_argument("--encode-queue", type=int, default=None,
+                   help="encode requests that may wait; more get 503 + Retry-After (default 8)")
+    p.add_argument("--micro-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="answer concurrent /recommend requests in shared batches (default on)")
+    p.add_argument("--batch-max-size", type=int, default=None, help="requests per batch (default 64)")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="how long a lone request waits for others to join its batch (default 1.0)")
+    p.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per batch (default 1; 0 = torch's default)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run_serve)
 
@@ -70,7 +91,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     rec = Recommender.from_pretrained(args.model_dir, device=args.device, index=args.index)
     items = rec.recommend(history, k=args.k, exclude_seen=args.exclude_seen, item_texts=_parse_item_texts(args.item_text))
     if args.json:
-        print(json.dumps({"items": items}, ensure_ascii=False))
+        print(json.dumps({"items": items}, ensure_ascii=False, allow_nan=False))
         return 0
     width = max((len(it["id"]) for it in items), default=2)
     print(f"{'rank':>4}  {'score':>7}  {'id':<{width}}  text")
@@ -114,17 +135,20 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    from unisrec.serving.app import serve
+SERVE_SETTINGS = (
+    "max_history", "max_k", "max_body_bytes", "max_texts", "max_text_chars", "max_catalogue_items",
+    "encode_concurrency", "encode_queue", "batch_max_size", "batch_wait_ms",
+)
 
-    limits = {
-        k: v
-        for k, v in (("max_history", args.max_history), ("max_k", args.max_k), ("max_body_bytes", args.max_body_bytes))
-        if v is not None
-    }
-    for name, value in limits.items():
-        if value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+def run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from unisrec.serving.app import API_KEY_ENV, serve
+
+    settings = {name: getattr(args, name) for name in SERVE_SETTINGS if getattr(args, name) is not None}
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     serve(args.model_dir, host=args.host, port=args.port, index=args.index, device=args.device, log_level=args.log_level,
-          torch_threads=args.torch_threads, **limits)
+          torch_threads=args.torch_threads, api_key=api_key, allow_writes=args.allow_writes,
+          micro_batch=args.micro_batch, **settings)
     return 0
