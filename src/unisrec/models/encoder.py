@@ -89,6 +89,16 @@ def causal_padding_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
     return mask.unsqueeze(1)
 
 
+def padding_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B, 1, 1, L) bool for bidirectional attention: every query may attend every real item.
+
+    Padding keys (j >= length) are masked; padding queries attend the real items too (their
+    outputs are never read). A length of 0 keeps key 0 so the softmax is well defined.
+    """
+    real_key = torch.arange(seq_len, device=lengths.device)[None, :] < lengths.clamp(min=1)[:, None]
+    return real_key[:, None, None, :]
+
+
 @dataclass
 class EncoderConfig:
     """The causal Transformer every sequence model here shares (docs/protocol.md "Model").
@@ -148,13 +158,15 @@ class SequenceEncoder(nn.Module):
             raise ValueError(f"history of length {l} exceeds max_seq_length {self.max_seq_length}")
         return self.dropout(self.norm(item_repr + self.position_embedding.weight[:l].unsqueeze(0)))
 
-    def forward_all(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward_all(self, item_repr: torch.Tensor, lengths: torch.Tensor, causal: bool = True) -> torch.Tensor:
         """(B, L, d) item vectors of left-aligned histories -> (B, L, d) outputs, one per position.
 
         Output j depends only on items 0..j (causal), so every prefix is encoded at once.
+        ``causal=False`` is bidirectional attention over the real items (BERT4Rec): output j then
+        depends on every real item of its sequence.
         """
         x = self.embed(item_repr)
-        mask = causal_padding_mask(lengths, x.shape[1])
+        mask = causal_padding_mask(lengths, x.shape[1]) if causal else padding_mask(lengths, x.shape[1])
         for layer in self.layers:
             x = layer(x, mask)
         return x

@@ -13,10 +13,13 @@ from typing import Any
 
 from unisrec.errors import UserError
 
-# name -> (module:class, one line for `unisrec train --help`, batchings it supports)
-BUILT_IN: dict[str, tuple[str, str, tuple[str, ...]]] = {
+# name -> (module:class, one line for `unisrec train --help`, batchings it supports[, default batching])
+# The optional 4th element is the batching `train` uses when --batching is left at its default
+# (last-item) and the model does not support that one (BERT4Rec trains only with its Cloze task).
+BUILT_IN: dict[str, tuple[Any, ...]] = {
     "unisrec": ("unisrec.models.unisrec:UniSRec", "UniSRec from scratch (use `unisrec finetune --from` to transfer)", ("last-item", "every-position")),
     "sasrec": ("unisrec.models.sasrec:SASRec", "SASRec: ID embeddings + the same Transformer, CE over all items", ("last-item", "every-position")),
+    "bert4rec": ("unisrec.models.bert4rec:BERT4Rec", "BERT4Rec: bidirectional Transformer over item IDs, Cloze (masked-item) training", ("cloze",), "cloze"),
 }
 
 
@@ -28,6 +31,7 @@ class ModelSpec:
     model_class: Any
     help: str = ""
     batchings: tuple[str, ...] = ("last-item", "every-position")
+    default_batching: str | None = None  # used when --batching is left at last-item and that is unsupported
 
     @property
     def config_class(self) -> type:
@@ -55,7 +59,7 @@ def names() -> list[str]:
 
 def describe() -> dict[str, str]:
     """name -> one-line help, without importing any model."""
-    out = {name: help_ for name, (_, help_, _) in BUILT_IN.items()}
+    out = {name: entry[1] for name, entry in BUILT_IN.items()}
     out.update({name: spec.help for name, spec in _added.items()})
     return dict(sorted(out.items()))
 
@@ -66,6 +70,6 @@ def get(name: str) -> ModelSpec:
         return _added[name]
     if name not in BUILT_IN:
         raise UserError(f"unknown model {name!r}; known: {', '.join(names())}")
-    target, help_, batchings = BUILT_IN[name]
+    target, help_, batchings, *default = BUILT_IN[name]
     module, cls = target.split(":")
-    return ModelSpec(name, getattr(importlib.import_module(module), cls), help_, batchings)
+    return ModelSpec(name, getattr(importlib.import_module(module), cls), help_, batchings, *default)

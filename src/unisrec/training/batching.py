@@ -10,6 +10,8 @@ share a step, not in what is learned from:
 * :class:`EveryPositionBatching` -- each user's training part is encoded once and a loss is taken
   at every position (causal attention makes position j see exactly its prefix); a step holds
   windows of about ``batch_size`` targets.
+* :class:`ClozeBatching` -- BERT4Rec's own task (not next-item): random items of each user's
+  training part are masked and predicted from both sides; a step holds ``batch_size`` users.
 
 A strategy has ``num_targets``, ``epoch(epoch, seed) -> list of index batches`` and
 ``loss(model, batch, device) -> (mean loss, targets in the step)``.
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from unisrec.models.encoder import length_buckets
 
-Batching = Literal["last-item", "every-position"]
+Batching = Literal["last-item", "every-position", "cloze"]
 BATCHINGS: tuple[str, ...] = get_args(Batching)
 
 
@@ -133,3 +135,84 @@ def train_windows(dataset: Any, max_history: int, stride: int | None = None) -> 
     targets = np.where(valid, dataset.seq_items[np.minimum(pos + 1, last)], 0).astype(np.int64)
     counted = valid & ((begin[:, None] + cols[None, :] + 1) > prev_end[:, None])
     return inputs, (end - begin).astype(np.int64), targets, counted
+
+def training_sequences(dataset: Any, max_history: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's training part -- the items before the validation item, the last ``max_history``
+    of them -- left-aligned and zero-padded: (sequences [U, H] int64, lengths [U]). Users whose
+    training part has fewer than 2 items are left out (as in the other strategies, whose first
+    target is a user's second item)."""
+    lengths = dataset.seq_lengths.astype(np.int64)
+    users = np.nonzero(lengths - 2 >= 2)[0]
+    end = dataset.seq_offsets[users].astype(np.int64) + lengths[users] - 2  # the validation item's position
+    n = np.minimum(lengths[users] - 2, max_history)
+    cols = np.arange(max_history)
+    valid = cols[None, :] < n[:, None]
+    pos = np.minimum((end - n)[:, None] + cols[None, :], len(dataset.seq_items) - 1)
+    return np.where(valid, dataset.seq_items[pos], 0).astype(np.int64), n
+
+
+class ClozeBatching:
+    """BERT4Rec's Cloze task (Sun et al. 2019, Sec. 3.6): mask items of a sequence, predict them.
+
+    A sample is a user's training part (:func:`training_sequences`); an epoch passes over every
+    user once, shuffled, ``batch_size`` sequences per step. Each real position is replaced by the
+    model's ``[MASK]`` token with probability ``mask_ratio`` (at least one per sample); with
+    probability ``last_item_share`` a sample instead masks only its last item (the inference
+    situation: ``[MASK]`` after the history). The loss is Eq. (8): the mean cross-entropy over all
+    items at the masked positions. The model supplies ``cloze_settings()`` (mask token, ratio,
+    share: its variant decides) and ``bidirectional_outputs(seq, lengths) -> (B, L, d)``.
+
+    The random numbers behind the masks are drawn in :meth:`epoch` from
+    ``np.random.default_rng([seed, epoch])`` and turned into masks with the model's settings in
+    :meth:`loss`, so an epoch's masks are the same on a resumed run. ``num_targets`` counts
+    sequences; a step reports its masked positions as its targets.
+    """
+
+    name = "cloze"
+
+    def __init__(self, dataset: Any, max_history: int, batch_size: int):
+        self.sequences, self.lengths = training_sequences(dataset, max_history)
+        self.batch_size = batch_size
+        self.num_targets = len(self.lengths)
+        self.draws: dict[str, np.ndarray] | None = None
+
+    def epoch(self, epoch: int, seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([seed, epoch])
+        batches = shuffled_batches(self.num_targets, self.batch_size, rng)
+        n, h = self.sequences.shape
+        self.draws = {"position": rng.random((n, h), dtype=np.float32), "sample": rng.random(n), "fallback": rng.random(n)}
+        return batches
+
+    def masks(self, idx: np.ndarray, settings: Any) -> np.ndarray:
+        """Bool (len(idx), H): the masked positions of samples ``idx`` this epoch."""
+        if self.draws is None:
+            raise RuntimeError("ClozeBatching.epoch() must be called before its masks are read")
+        lens = self.lengths[idx]
+        rows = np.arange(len(idx))
+        real = np.arange(self.sequences.shape[1])[None, :] < lens[:, None]
+        mask = (self.draws["position"][idx] < settings.mask_ratio) & real
+        empty = ~mask.any(axis=1)  # at least one masked item per sample
+        pick = np.minimum((self.draws["fallback"][idx] * lens).astype(np.int64), lens - 1)
+        mask[rows[empty], pick[empty]] = True
+        last = self.draws["sample"][idx] < settings.last_item_share
+        mask[last] = False
+        mask[rows[last], lens[last] - 1] = True
+        return mask
+
+    def loss(self, model: Any, idx: np.ndarray, device: Any) -> tuple[torch.Tensor, int]:
+        settings = model.cloze_settings()
+        seqs, lens = self.sequences[idx], self.lengths[idx]
+        mask = self.masks(idx, settings)
+        inputs = np.where(mask, settings.mask_token, seqs)
+        table = model.item_representations()
+        reprs, targets = [], []
+        for g in length_buckets(lens):
+            width = int(lens[g].max())
+            out = model.bidirectional_outputs(torch.from_numpy(inputs[g, :width]).to(device), torch.from_numpy(lens[g]).to(device))
+            m = mask[g, :width]
+            reprs.append(out[torch.from_numpy(m).to(device)])
+            targets.append(torch.from_numpy(seqs[g, :width][m]))
+        return cross_entropy_over_items(model, reprs, targets, table, device), int(mask.sum())
+
+
+STRATEGIES[ClozeBatching.name] = ClozeBatching

@@ -12,7 +12,7 @@ from typing import Literal
 
 from unisrec.errors import UserError
 
-Batching = Literal["last-item", "every-position"]
+Batching = Literal["last-item", "every-position", "cloze"]
 
 
 @dataclass
@@ -31,7 +31,8 @@ class TrainConfig:
     max_history: int = field(default=50, metadata={"help": "history window (last N items)"})
     batching: Batching = field(default="last-item", metadata={
         "help": "last-item = the paper's (one example per training prefix); every-position = each user's "
-        "training part encoded once, a loss at every position (faster)"})
+        "training part encoded once, a loss at every position (faster); cloze = BERT4Rec's masked-item task "
+        "(a model's default where it supports only that)"})
     features: str | None = field(default=None, metadata={"help": "feature set of the dataset, for text models (default: the manifest's default)"})
     time_limit_minutes: float = field(default=0.0, metadata={"help": "training wall-time cap (0 = none): no epoch starts that would end past it; recorded in metrics.json"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
@@ -44,8 +45,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
-        if self.batching not in ("last-item", "every-position"):
-            raise UserError(f"batching must be last-item or every-position, got {self.batching!r}")
+        if self.batching not in ("last-item", "every-position", "cloze"):
+            raise UserError(f"batching must be last-item, every-position or cloze, got {self.batching!r}")
         if not self.ks or min(self.ks) < 1:
             raise UserError(f"ks must be positive cut-offs, got {self.ks}")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,8 @@ def train_model(name: str, dataset_dir: str | os.PathLike, output: str | os.Path
     spec = registry.get(name)
     output = Path(output)
     train, model_config = resumed_configs(output, train or TrainConfig(), model_config or spec.config_class(), resume)
+    if train.batching == TrainConfig.batching and train.batching not in spec.batchings and spec.default_batching:
+        train = replace(train, batching=spec.default_batching)  # e.g. BERT4Rec: its Cloze task
     if train.batching not in spec.batchings:
         raise UserError(f"model {name} does not support --batching {train.batching} (it supports: {', '.join(spec.batchings)})")
     ds = Dataset.load(dataset_dir)
