@@ -20,6 +20,7 @@ BUILT_IN: dict[str, tuple[Any, ...]] = {
     "unisrec": ("unisrec.models.unisrec:UniSRec", "UniSRec from scratch (use `unisrec finetune --from` to transfer)", ("last-item", "every-position")),
     "sasrec": ("unisrec.models.sasrec:SASRec", "SASRec: ID embeddings + the same Transformer, CE over all items", ("last-item", "every-position")),
     "bert4rec": ("unisrec.models.bert4rec:BERT4Rec", "BERT4Rec: bidirectional Transformer over item IDs, Cloze (masked-item) training", ("cloze",), "cloze"),
+    "fdsa": ("unisrec.models.fdsa:FDSA", "FDSA: item-ID and text-feature self-attention streams fused, CE over all items", ("last-item",)),
 }
 
 

@@ -1,0 +1,145 @@
+"""FDSA (Zhang et al., IJCAI 2019) as the UniSRec paper ran it: Table 3's FDSA column.
+
+Two self-attention streams over a history, read at its last real position:
+
+* the **item stream** -- learned item-ID embeddings + positions -> causal Transformer;
+* the **feature stream** -- each item's features -> the same kind of causal Transformer (its own
+  layers). The UniSRec release feeds it the item's frozen text vector through an MLP adapter
+  (``Linear(text_dim, hidden)`` + ReLU, RecBole's ``MLPLayers``) instead of FDSA's category/brand
+  embeddings. The paper's FDSA pools an item's several feature vectors (the release's
+  ``pooling_mode: mean``); with one text vector per item that mean is the vector itself, so no
+  pooling layer is needed (FDSA's vanilla attention over one feature is the identity too).
+
+The two outputs are concatenated and fused by a linear layer (FDSA's fully-connected layer,
+O_sf = [O_s; O_f] W_sf + b_sf), then LayerNorm and dropout as in the release; scores are dot
+products with the item-ID table, trained with cross-entropy over all items (``loss_type: CE``).
+
+As in the release (``baselines/fdsa.py`` of the UniSRec repository), the two streams share one
+position table, one input LayerNorm (also applied after the fusion) and one dropout: here these
+are the item stream's :class:`~unisrec.models.encoder.SequenceEncoder` ``embed`` parts, reused by
+the feature stream. Differences from the release: the padding column is excluded from the
+training softmax as well as from ranking (as for SASRec here).
+
+Batching: ``last-item`` only. Both streams are causal and the fusion is position-wise, so a loss at
+every position would be the same function per target, but ``every-position`` feeds one encoder
+with the scoring table (``model.encoder.forward_all(table[seq])``) and has no feature stream; it is
+therefore not offered.
+
+Text features are a frozen (num_items + 1, text_dim) table given with :meth:`FDSA.set_item_features`
+(row 0 = padding); they are not parameters and are not written to ``model.safetensors`` (the model
+directory keeps them in its catalogue, as for UniSRec).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unisrec.errors import UserError
+from unisrec.models.base import SequentialRecommender
+from unisrec.models.encoder import EncoderConfig, SequenceEncoder, TransformerLayer, causal_padding_mask, check_sizes, init_weights
+
+
+@dataclass
+class FDSAConfig:
+    """The release's props/FDSA.yaml: hidden 300, 2 layers, 2 heads, inner 256, dropout 0.5/0.5,
+    GELU, adapter text_dim -> 300."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    text_dim: int = field(default=768, metadata={"derived": True})
+    num_items: int = field(default=0, metadata={"derived": True})
+
+    def __post_init__(self) -> None:
+        check_sizes(self, text_dim=(1, 65536), num_items=(0, 2**31 - 2))
+
+
+class FDSA(SequentialRecommender):
+    model_type = "fdsa"
+    config_class = FDSAConfig
+    uses_text = True
+
+    def __init__(self, config: FDSAConfig):
+        super().__init__()
+        if config.num_items < 1:
+            raise ValueError("FDSAConfig.num_items must be the number of items of the domain")
+        self.config = config
+        enc = config.encoder
+        self.item_embedding = nn.Embedding(config.num_items + 1, enc.hidden_size, padding_idx=0)
+        self.encoder = SequenceEncoder(enc)  # item stream; its positions / LayerNorm / dropout are shared
+        self.feature_layers = nn.ModuleList(
+            TransformerLayer(enc.hidden_size, enc.n_heads, enc.inner_size, enc.hidden_dropout, enc.attn_dropout, enc.layer_norm_eps)
+            for _ in range(enc.n_layers)
+        )
+        self.adapter = nn.Linear(config.text_dim, enc.hidden_size)
+        self.fusion = nn.Linear(2 * enc.hidden_size, enc.hidden_size)
+        for module in (self.item_embedding, self.feature_layers, self.adapter, self.fusion):
+            module.apply(lambda m: init_weights(m, enc.initializer_range))
+        self.register_buffer("item_features", torch.zeros(config.num_items + 1, config.text_dim), persistent=False)
+
+    @classmethod
+    def for_dataset(cls, config: FDSAConfig, num_items: int, features: Any = None) -> "FDSA":
+        if features is None:
+            raise UserError("FDSA needs the dataset's text features; run `unisrec encode` first")
+        feats = torch.as_tensor(features, dtype=torch.float32)
+        model = cls(dataclasses.replace(config, text_dim=int(feats.shape[1]), num_items=num_items))
+        model.set_item_features(feats)
+        return model
+
+    def set_item_features(self, features: Any) -> None:
+        """The frozen (num_items + 1, text_dim) text vectors, row 0 = padding."""
+        feats = torch.as_tensor(features, dtype=torch.float32)
+        if feats.ndim != 2 or feats.shape != (self.num_items + 1, self.config.text_dim):
+            raise ValueError(f"features of shape {tuple(feats.shape)} do not match ({self.num_items + 1}, {self.config.text_dim})")
+        self.item_features = feats.to(self.item_features.device)
+
+    @property
+    def num_items(self) -> int:
+        return self.config.num_items
+
+    # ------------------------------------------------------------------ items
+    def item_representations(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """The ID table (num_items + 1, d) -- what both the item stream and the scores read."""
+        return self.item_embedding.weight if items is None else self.item_embedding(items)
+
+    def item_feature_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) feature-stream inputs: the release's MLP adapter ReLU(x_i W + b) on each item's
+        frozen text vector (mean pooling over an item's one feature vector is that vector)."""
+        return F.relu(self.adapter(self.item_features[item_seq]))
+
+    # --------------------------------------------------------------- sequences
+    def item_stream(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """FDSA's item-based self-attention block: (B, d) at the last real position."""
+        return self.encoder(item_repr, lengths)
+
+    def feature_stream(self, feature_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """FDSA's feature-based self-attention block: the shared positions + LayerNorm + dropout
+        (as in the release), its own causal Transformer layers; (B, d) at the last real position."""
+        x = self.encoder.embed(feature_repr)
+        mask = causal_padding_mask(lengths, x.shape[1])
+        for layer in self.feature_layers:
+            x = layer(x, mask)
+        return x[torch.arange(x.shape[0], device=x.device), (lengths - 1).clamp(min=0)]
+
+    def fuse(self, item_out: torch.Tensor, feature_out: torch.Tensor) -> torch.Tensor:
+        """FDSA's fully-connected layer O_sf = [O_s; O_f] W_sf + b_sf, then the release's shared
+        LayerNorm and dropout."""
+        return self.encoder.dropout(self.encoder.norm(self.fusion(torch.cat([item_out, feature_out], dim=-1))))
+
+    def sequence_representation(
+        self, item_seq: torch.Tensor, lengths: torch.Tensor, item_table: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, d): both streams at each history's last real item, concatenated and fused."""
+        item_repr = self.item_embedding(item_seq) if item_table is None else item_table[item_seq]
+        return self.fuse(self.item_stream(item_repr, lengths), self.feature_stream(self.item_feature_vectors(item_seq), lengths))
+
+    # ------------------------------------------------------------------ scores
+    def scores(self, seq_repr: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """FDSA's prediction: <O_sf, e_i> against every item's ID embedding; column 0 (padding) -inf."""
+        logits = seq_repr @ item_table.T
+        logits[:, 0] = float("-inf")
+        return logits
