@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "unisrec.evaluation.cli",  # evaluate
     "unisrec.serving.cli",     # recommend, export-embeddings, serve
     "unisrec.quickstart",      # quickstart
+    "unisrec.benchmark.cli",   # benchmark (run, report)
 )
 
 # commands whose flags come from classes that import torch: built in full only when run

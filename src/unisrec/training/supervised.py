@@ -107,14 +107,23 @@ def fit(model: Any, dataset: Any, config: TrainConfig, output: str | os.PathLike
 
 def finish(model: Any, dataset: Any, config: TrainConfig, output: Path, run: RunState, reason: str, task: SupervisedTask,
            feature_name: str | None, extra: dict[str, Any] | None, ctx: DistContext, wall: float) -> dict[str, Any]:
-    """Test the best weights, write metrics.json and the model directory."""
+    """Test the best weights, write metrics.json, the model directory and the per-user ranks.
+
+    ``valid_ranks.npy`` / ``test_ranks.npy``: int32 0-based full-ranking rank of each user's target
+    (one per user of the split, in dataset user order), so per-user metrics and paired significance
+    tests (``unisrec benchmark``) need no re-evaluation; ``metrics_from_ranks`` turns them into R@K/N@K."""
     from unisrec.data.dataset import write_json
-    from unisrec.evaluation.metrics import evaluate_model
+    from unisrec.evaluation.metrics import metrics_from_ranks, rank_examples
     from unisrec.models.model_dir import save_model_dir
 
     model.to(ctx.device)
-    best_valid = evaluate_model(model, dataset, "valid", config.ks, config.eval_batch_size, ctx.device, config.max_history)
-    test = evaluate_model(model, dataset, "test", config.ks, config.eval_batch_size, ctx.device, config.max_history)
+    ranks = {}
+    for split in ("valid", "test"):
+        hist, lens, targets = dataset.examples(split, config.max_history)
+        if len(targets) == 0:
+            raise UserError(f"dataset {dataset.path or dataset.name} has no {split} examples (every user is too short)")
+        ranks[split] = rank_examples(model, hist, lens, targets, config.eval_batch_size, ctx.device)
+    best_valid, test = (metrics_from_ranks(ranks[split], config.ks) for split in ("valid", "test"))
     history = RunLog(output).records()
     train_secs = [r["seconds"] for r in history]
     eval_secs = [r.get("eval_seconds", 0.0) for r in history]
@@ -129,6 +138,8 @@ def finish(model: Any, dataset: Any, config: TrainConfig, output: Path, run: Run
     meta = {k: v for k, v in (extra or {}).items() if k != "run_config"}
     meta.update(training=asdict(config), metrics={"valid": best_valid, "test": test, "best_epoch": run.early_stopping.best_epoch})
     save_model_dir(model, output, dataset, feature_name=feature_name, extra=meta)
+    for split, r in ranks.items():
+        np.save(output / f"{split}_ranks.npy", r.astype(np.int32))
     write_json(output / "metrics.json", metrics)
     RunLog(output).say(f"best epoch {run.early_stopping.best_epoch}; test " + " ".join(f"{k} {v:.4f}" for k, v in test.items()))
     return metrics
