@@ -2,15 +2,16 @@
 
 The scripts run as ``python benchmarks/NAME.py`` with the package installed (``pip install -e .``);
 Python puts the script's own folder on ``sys.path``, so ``import benchlib`` works from any of them.
-Only the standard library is used here, so importing it costs nothing.
+Only the standard library (and the torch-free ``unisrec.benchmark.paper``) is used here, so
+importing it costs nothing.
 
 * :data:`ROOT`, :data:`RESULTS`: the repository and its ``results/`` folder (one sub-folder per
   experiment, indexed in ``results/README.md``); :func:`data_root` / :func:`dataset_dir`: where
   prepared dataset folders live (``$UNISREC_DATA``, else ``data/`` in the repository);
   :func:`shared_root`: the read-only public data sets beside the clone (``$UNISREC_SHARED``, else
   ``../shared``); :func:`display_path`: a path as it should appear in a results page.
-* :func:`paper_table3` / :func:`paper_row`: the paper's Table 3 numbers, read from the one table
-  in ``docs/protocol.md`` ("Reference numbers").
+* :func:`paper_table3` / :func:`paper_row`: the paper's Table 3 numbers, from the package
+  (``unisrec.benchmark.paper``, the one copy; docs/protocol.md shows them and a test keeps the two equal).
 * :func:`mean_std`, :func:`fmt_mean_std`, :func:`fmt_values`: mean ± sample std over seeds.
 * :func:`write_result`: a result as ``PREFIX.json`` + ``PREFIX.md``; :func:`read_jsonl`;
   :func:`reproduce_command`: the command line a page records.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import statistics
 import sys
@@ -29,13 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from unisrec.benchmark import paper
+from unisrec.benchmark.paper import METRICS, MODE_MODELS  # noqa: F401  (re-exported for the scripts)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
-PROTOCOL = ROOT / "docs" / "protocol.md"
-
-METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
-# fine-tuning mode -> the model name of the reference table
-MODE_MODELS = {"inductive": "unisrec_t", "transductive": "unisrec_t_id"}
 
 
 # ----------------------------------------------------------------------------- paths
@@ -72,26 +70,10 @@ def display_path(path: str | os.PathLike) -> str:
 
 
 # ---------------------------------------------------------------- reference numbers
-_REFERENCE = re.compile(r"<!-- table3-reference:start -->(.*?)<!-- table3-reference:end -->", re.S)
-
-
-def paper_table3(path: Path = PROTOCOL) -> dict[tuple[str, str], tuple[float, float, float, float]]:
-    """Paper Table 3 (test set): {(dataset, model): (R@10, N@10, R@50, N@50)}.
-
-    Read from the marked table of ``docs/protocol.md``; a missing or malformed table is an error.
-    """
-    match = _REFERENCE.search(path.read_text(encoding="utf-8"))
-    if not match:
-        raise RuntimeError(f"{path}: no table between the table3-reference markers")
-    table: dict[tuple[str, str], tuple[float, float, float, float]] = {}
-    for line in match.group(1).strip().splitlines()[2:]:  # after the header and its rule
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 2 + len(METRICS):
-            raise RuntimeError(f"{path}: reference row {line!r} does not have {2 + len(METRICS)} cells")
-        table[(cells[0], cells[1])] = tuple(float(c) for c in cells[2:])  # type: ignore[assignment]
-    if not table:
-        raise RuntimeError(f"{path}: the reference table is empty")
-    return table
+def paper_table3() -> dict[tuple[str, str], tuple[float, float, float, float]]:
+    """Paper Table 3 (test set): {(dataset, model): (R@10, N@10, R@50, N@50)}, every dataset and
+    model of the paper (``unisrec.benchmark.paper``)."""
+    return paper.table3()
 
 
 def paper_row(dataset: str, model: str) -> tuple[float, float, float, float] | None:
@@ -101,9 +83,7 @@ def paper_row(dataset: str, model: str) -> tuple[float, float, float, float] | N
     shuffled ties (``online_retail_shuffled``) is the same data in another order, so it maps to
     its base name.
     """
-    table = paper_table3()
-    model = MODE_MODELS.get(model, model)
-    return table.get((dataset, model)) or table.get((dataset.removesuffix("_shuffled"), model))
+    return paper_table3().get((paper.paper_dataset(dataset), MODE_MODELS.get(model, model)))
 
 
 # ------------------------------------------------------------------------- numbers

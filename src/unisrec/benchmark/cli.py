@@ -1,0 +1,92 @@
+"""`unisrec benchmark [run] SPEC.yaml` and `unisrec benchmark report RUNS`: thin shells over
+:mod:`unisrec.benchmark.runner` and :mod:`unisrec.benchmark.report` (docs/benchmark.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  unisrec benchmark run configs/benchmarks/table3_scientific.yaml --runs runs/table3_scientific --threads 1
+  unisrec benchmark configs/benchmarks/table3_scientific.yaml          (the same: run is the default)
+  unisrec benchmark report runs/table3_scientific --out results/table3/benchmark_scientific
+A second `run` skips finished cells and resumes interrupted ones, so a campaign can span sittings."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    b = subparsers.add_parser(
+        "benchmark", help="run a grid of models x datasets x seeds and report it as the paper's Table 3",
+        description="`run SPEC.yaml`: train every (dataset, model, seed) cell of a spec into RUNS/DATASET/MODEL/seedN/ "
+        "(finished cells skipped, interrupted ones resumed). `report RUNS`: the paper's Table 3 layout with "
+        "per-user paired t-tests, as markdown (+ JSON and validation-curve PNGs with --out).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="unisrec benchmark [run] SPEC.yaml [--runs DIR] [--threads N] [--parallel N] [--in-process] [--finalize]\n"
+              "                         [--dry-run] [--datasets A,B] [--models LABEL,...] [--seeds S,...]\n"
+              "       unisrec benchmark report RUNS_DIR [--out FILE_STEM] [--title TITLE] [--note TEXT]",
+    )
+    b.add_argument("words", nargs="+", metavar="[run|report] PATH", help="run SPEC.yaml (default) or report RUNS_DIR")
+    b.add_argument("--runs", metavar="DIR", help="run: where the cells go (default: runs/SPEC_NAME)")
+    b.add_argument("--threads", type=int, metavar="N", help="run: torch CPU threads per cell (overrides the spec)")
+    b.add_argument("--parallel", type=int, default=1, metavar="N", help="run: cells at once, each a process (e.g. on a GPU; default 1)")
+    b.add_argument("--in-process", action="store_true", help="run: train in this process (no crash isolation)")
+    b.add_argument("--finalize", action="store_true",
+                   help="run: stop interrupted cells where they are (test at their best epoch so far) instead of training on")
+    b.add_argument("--dry-run", action="store_true", help="run: list the cells and what would happen")
+    b.add_argument("--datasets", metavar="A,B", help="run: only these datasets of the spec")
+    b.add_argument("--models", metavar="LABEL,...", help="run: only these model labels of the spec")
+    b.add_argument("--seeds", metavar="S,...", help="run: only these seeds of the spec")
+    b.add_argument("--out", metavar="FILE_STEM", help="report: write FILE_STEM.md, .json and FILE_STEM_DATASET_curves.png")
+    b.add_argument("--title", help="report: the markdown title")
+    b.add_argument("--note", default="", help="report: a paragraph under the title (machine, load, ...)")
+    b.set_defaults(func=_benchmark)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from unisrec.errors import UserError
+
+    words = list(args.words)
+    action = words.pop(0) if words[0] in ("run", "report") else "run"
+    if len(words) != 1:
+        raise UserError(f"expected `benchmark {action} {'SPEC.yaml' if action == 'run' else 'RUNS_DIR'}`, got {' '.join(args.words)}")
+    if action == "report":
+        return _report(Path(words[0]), args)
+    return _run(Path(words[0]), args)
+
+
+def _run(spec_path: Path, args: argparse.Namespace) -> int:
+    from unisrec.benchmark.runner import SUMMARY_NAME, run_benchmark
+    from unisrec.benchmark.spec import load_spec, subset
+    from unisrec.errors import UserError
+
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [w.strip() for w in text.split(",") if w.strip()]
+
+    spec = load_spec(spec_path)
+    try:
+        seeds = None if args.seeds is None else [int(s) for s in names(args.seeds) or []]
+    except ValueError:
+        raise UserError(f"--seeds must be integers separated by commas, got {args.seeds!r}") from None
+    only = subset(spec, names(args.datasets), names(args.models), seeds)
+    runs = Path(args.runs) if args.runs else Path("runs") / spec.name
+    summary = run_benchmark(spec, runs, threads=args.threads, isolate=not args.in_process, parallel=args.parallel,
+                            finalize=args.finalize, dry_run=args.dry_run, only=only)
+    counts: dict[str, int] = {}
+    for c in summary["cells"]:
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    print(f"{len(summary['cells'])} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if not args.dry_run:
+        print(f"summary: {runs / SUMMARY_NAME}; report: unisrec benchmark report {runs}")
+    return 1 if counts.get("failed") else 0
+
+
+def _report(runs: Path, args: argparse.Namespace) -> int:
+    from unisrec.benchmark.report import build_report, render_markdown, write_report
+
+    result = build_report(runs)
+    if args.out:
+        for path in write_report(result, args.out, args.title, args.note):
+            print(f"wrote {path}")
+    else:
+        print(render_markdown(result, args.title, args.note))
+    return 0

@@ -1,0 +1,283 @@
+"""Run a benchmark grid: every (dataset, model, seed) cell trains into ``RUNS/DATASET/MODEL/seedN/``.
+
+API::
+
+    run_benchmark(load_spec("configs/benchmarks/table3_scientific.yaml"), "runs/table3_scientific", threads=1)
+
+A cell is one `unisrec train NAME` / `unisrec finetune` run through the library
+(:func:`unisrec.training.supervised.train_model`, :func:`unisrec.training.finetune.finetune`):
+
+* finished (``metrics.json`` present) -> skipped, never retrained;
+* interrupted (a resume state and no ``metrics.json``) -> resumed exactly where it stopped;
+* otherwise started fresh; a model name the registry does not know, or a dataset folder that is not
+  there, is reported and skipped, so a spec may name models other people are still adding.
+
+Cells run one at a time (``parallel`` > 1 runs that many at once, for a GPU), each in its own
+subprocess (``python -m unisrec.benchmark.runner``) so a crash or an out-of-memory kill ends one
+cell, not the campaign; its output goes to ``RUNS/DATASET/MODEL/seedN.log``. Order: per dataset,
+seed by seed, every model at a seed before the next seed, so a campaign cut short still holds
+complete comparisons. ``RUNS/benchmark.json`` records the spec and every cell (status, command,
+test metrics); `unisrec benchmark report RUNS` turns the tree into the paper's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from unisrec.benchmark.spec import BenchmarkSpec, DatasetEntry, ModelEntry
+from unisrec.errors import UserError
+
+SUMMARY_NAME = "benchmark.json"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: DatasetEntry
+    model: ModelEntry
+    seed: int
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset.name}/{self.model.folder}/seed{self.seed}"
+
+    @property
+    def log(self) -> Path:
+        return self.dir.parent / f"{self.dir.name}.log"
+
+
+def cells(spec: BenchmarkSpec, runs: str | os.PathLike) -> list[Cell]:
+    """Every cell of the grid, in run order (dataset, then seed, then model)."""
+    runs = Path(runs)
+    return [Cell(d, m, seed, runs / d.name / m.folder / f"seed{seed}")
+            for d in spec.datasets.values() for seed in spec.seeds for m in spec.models.values()]
+
+
+def unavailable(cell: Cell) -> str | None:
+    """Why a cell cannot run (an unregistered model, a missing dataset), or None."""
+    from unisrec.models import registry
+
+    if not cell.model.is_finetune and cell.model.model not in registry.names():
+        return (f"model {cell.model.model!r} ({cell.model.label}) is not registered; known: "
+                f"{', '.join(registry.names())} -- skipped")
+    if cell.dataset.path is None:
+        return f"dataset {cell.dataset.name}: folder {cell.dataset.given!r} not found (beside the spec or under $UNISREC_DATA) -- skipped"
+    return None
+
+
+def cell_state(cell_dir: Path) -> str:
+    """``finished`` (metrics.json), ``interrupted`` (a resume state, no metrics.json) or ``new``.
+
+    A resume state one folder down counts too: a model with a stage of its own (S3-Rec's
+    pre-training, ``OUTPUT/pretrain/``) may have been stopped inside it."""
+    from unisrec.training.state import read_run_state
+
+    if (cell_dir / METRICS_NAME).is_file():
+        return "finished"
+    if read_run_state(cell_dir) is not None:
+        return "interrupted"
+    stages = [p for p in cell_dir.iterdir() if p.is_dir()] if cell_dir.is_dir() else []
+    return "interrupted" if any(read_run_state(p) is not None for p in stages) else "new"
+
+
+def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epochs: int | None = None) -> tuple[Any, Any]:
+    """(TrainConfig, model config) of a cell: the entry's options, the seed, no progress bar;
+    ``threads`` / ``epochs`` override the spec when given."""
+    from unisrec.config import load_configs
+    from unisrec.models import registry
+    from unisrec.training.config import TrainConfig
+
+    config_class = registry.get("unisrec" if model.is_finetune else model.model).config_class
+    overrides = {**model.options, "seed": seed, "progress": False}
+    if threads is not None:
+        overrides["threads"] = threads
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    try:
+        return load_configs((TrainConfig, config_class), None, overrides)
+    except UserError as exc:
+        raise UserError(f"model {model.label}: {exc}") from None
+
+
+def train_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | os.PathLike, seed: int,
+               threads: int | None = None, finalize: bool = False) -> dict[str, Any]:
+    """Train (or resume) one cell in this process; returns its metrics.
+
+    ``finalize``: an interrupted cell stops at the epoch it reached (tested at its best epoch so
+    far; metrics.json then says it did not early-stop)."""
+    from unisrec.training.state import read_run_state
+
+    output = Path(output)
+    saved = read_run_state(output)
+    epochs = saved.epoch if (finalize and saved is not None) else None
+    resume = cell_state(output) == "interrupted"
+    train, config = cell_configs(model, seed, threads, epochs)
+    if model.is_finetune:
+        from unisrec.training.finetune import finetune
+
+        return finetune(dataset_dir, output, train, config, pretrained=model.pretrained, resume=resume,
+                        unfreeze_all=model.unfreeze_all)
+    from unisrec.training.supervised import train_model
+
+    return train_model(model.model, dataset_dir, output, train, config, resume=resume)
+
+
+def _entry_dict(model: ModelEntry) -> dict[str, Any]:
+    return {"label": model.label, "model": model.model, "options": model.options, "pretrained": model.pretrained,
+            "unfreeze_all": model.unfreeze_all, "role": model.role, "paper": model.paper}
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the current folder when inside it (results pages hold no machine paths)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | None = None, isolate: bool = True,
+                  parallel: int = 1, finalize: bool = False, dry_run: bool = False, only: BenchmarkSpec | None = None,
+                  collect_only: bool = False, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every unfinished cell of ``spec`` (or of ``only``, a :func:`~unisrec.benchmark.spec.subset`
+    of it) under ``runs``; returns (and writes) the summary of all of ``spec``'s cells.
+
+    Each cell's entry in the summary has a ``status``: ``skipped`` (finished before this call),
+    ``finished`` (trained now), ``resumed`` (an interrupted cell, finished now), ``failed``,
+    ``unavailable`` (unknown model / missing dataset), ``not selected`` (outside ``only``), or with
+    ``dry_run`` (nothing written) or ``collect_only`` (no training; the summary written) the state
+    it would start from (``new``, ``interrupted``). ``finalize``: interrupted
+    cells are tested where they stopped (no further epochs) and no new cell starts (``not started``).
+    ``isolate=False`` trains in this process (tests)."""
+    if parallel < 1:
+        raise UserError(f"--parallel must be >= 1, got {parallel}")
+    runs = Path(runs)
+    grid = cells(spec, runs)
+    selected = {c.name for c in cells(only or spec, runs)}
+    records: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[Cell, str]] = []
+    for cell in grid:
+        rec = {"dataset": cell.dataset.name, "model": cell.model.label, "seed": cell.seed, "dir": str(cell.dir.relative_to(runs)),
+               "command": cell.model.command(cell.dataset.given, display_path(cell.dir), cell.seed)}
+        records[cell.name] = rec
+        if cell.name not in selected:
+            rec["status"] = "skipped" if (cell.dir / METRICS_NAME).is_file() else "not selected"
+            continue
+        why = unavailable(cell)
+        if why:
+            rec.update(status="unavailable", message=why)
+            say(f"{cell.name}: {why}")
+            continue
+        state = cell_state(cell.dir)
+        if state != "finished":  # a typo in an option fails now, not hours into a campaign
+            cell_configs(cell.model, cell.seed, threads)
+        if state == "finished":
+            rec["status"] = "skipped"
+            say(f"{cell.name}: finished before, skipped")
+        elif dry_run or collect_only:
+            rec["status"] = state
+            say(f"{cell.name}: would {'resume' if state == 'interrupted' else 'start'}")
+        elif finalize and state == "new":
+            rec["status"] = "not started"
+            say(f"{cell.name}: never started; --finalize starts nothing new")
+        else:
+            todo.append((cell, state))
+    if not dry_run and todo:
+        runs.mkdir(parents=True, exist_ok=True)
+        _run_cells(todo, records, threads, isolate, parallel, finalize, say)
+    summary = summarise(spec, grid, records)
+    if not dry_run:
+        from unisrec.data.dataset import write_json
+
+        runs.mkdir(parents=True, exist_ok=True)
+        write_json(runs / SUMMARY_NAME, summary)
+    return summary
+
+
+def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]], threads: int | None, isolate: bool,
+               parallel: int, finalize: bool, say: Callable[[str], None]) -> None:
+    def done(cell: Cell, state: str, error: str | None) -> None:
+        rec = records[cell.name]
+        if error is None and (cell.dir / METRICS_NAME).is_file():
+            rec["status"] = "resumed" if state == "interrupted" else "finished"
+            say(f"{cell.name}: {rec['status']}")
+        else:
+            rec.update(status="failed", message=error or "no metrics.json written")
+            say(f"{cell.name}: FAILED ({rec['message']})")
+
+    pending = list(todo)
+    running: list[tuple[subprocess.Popen, Cell, str, Any]] = []
+    while pending or running:
+        while pending and len(running) < (parallel if isolate else 1):
+            cell, state = pending.pop(0)
+            cell.dir.parent.mkdir(parents=True, exist_ok=True)
+            say(f"{cell.name}: {'resuming' if state == 'interrupted' else 'starting'}"
+                + (f" (log: {display_path(cell.log)})" if isolate else ""))
+            if not isolate:
+                try:
+                    train_cell(cell.model, cell.dataset.path, cell.dir, cell.seed, threads, finalize)  # type: ignore[arg-type]
+                    done(cell, state, None)
+                except UserError as exc:
+                    done(cell, state, str(exc))
+                continue
+            task = {"model": _entry_dict(cell.model), "dataset": str(cell.dataset.path), "output": str(cell.dir),
+                    "seed": cell.seed, "threads": threads, "finalize": finalize}
+            env = dict(os.environ)
+            if threads:
+                env["OMP_NUM_THREADS"] = str(threads)
+            log = open(cell.log, "a", encoding="utf-8")
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {state} {records[cell.name]['command']}\n")
+            log.flush()
+            proc = subprocess.Popen([sys.executable, "-m", "unisrec.benchmark.runner", json.dumps(task)],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((proc, cell, state, log))
+        for item in list(running):
+            proc, cell, state, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            done(cell, state, None if proc.returncode == 0 else f"exit {proc.returncode}; see {display_path(cell.log)}")
+        if running:
+            time.sleep(1.0)
+
+
+def summarise(spec: BenchmarkSpec, grid: list[Cell], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The spec, and every cell with its status and (when finished) its test/valid metrics."""
+    out = []
+    for cell in grid:
+        rec = records[cell.name]
+        f = cell.dir / METRICS_NAME
+        if f.is_file():
+            m = json.loads(f.read_text())
+            rec = {**rec, **{k: m.get(k) for k in ("test", "valid", "best_epoch", "epochs_run", "stop_reason", "wall_seconds")}}
+        out.append(rec)
+    finished = sum(1 for r in out if r.get("test") is not None)
+    return {"spec": spec.to_dict(), "finished": finished, "cells": out}
+
+
+def _worker(argv: list[str]) -> int:
+    """``python -m unisrec.benchmark.runner TASK_JSON``: one cell (what :func:`run_benchmark` spawns)."""
+    p = argparse.ArgumentParser(prog="python -m unisrec.benchmark.runner")
+    p.add_argument("task", help="the cell as JSON (model entry, dataset, output, seed, threads, finalize)")
+    task = json.loads(p.parse_args(argv).task)
+    m = task["model"]
+    model = ModelEntry(m["label"], m["model"], m["options"], m["pretrained"], m["unfreeze_all"], m["role"], m["paper"])
+    try:
+        train_cell(model, task["dataset"], task["output"], task["seed"], task["threads"], task["finalize"])
+    except UserError as exc:
+        print(f"unisrec benchmark: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker(sys.argv[1:]))

@@ -1,0 +1,218 @@
+"""A benchmark spec: a grid of datasets x models x seeds, read from YAML (docs/benchmark.md).
+
+::
+
+    name: table3_scientific
+    datasets:
+      scientific: scientific            # relative to this file, else to $UNISREC_DATA
+    seeds: [2020, 2021, 2022]
+    options: {epochs: 300}              # every cell: TrainConfig / model-config option names
+    models:                             # row label -> what trains
+      SASRec: {model: sasrec}           # a registered model name (`unisrec train NAME`)
+      UniSRec_t: {model: finetune, mode: inductive}        # `unisrec finetune`
+      UniSRec_t (pre-trained): {model: finetune, mode: inductive, from: ckpt/pre}
+
+A model entry's keys: ``model`` (a registered name, or ``finetune``), ``from`` / ``unfreeze_all``
+(finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``), ``paper`` (the paper's Table 3
+column to print beside it), ``options`` (a mapping); any other key is an option too (``mode: inductive``).
+Option names are the flags of `unisrec train NAME` / `unisrec finetune` with ``_`` for ``-``.
+This module reads and checks the file's shape only (no torch); option names are checked when a cell
+runs, against the model's config classes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unisrec.benchmark import paper
+from unisrec.errors import UserError
+
+FINETUNE = "finetune"
+ROLES = ("ours", "baseline")
+ENTRY_KEYS = ("model", "from", "unfreeze_all", "role", "paper", "options")
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+()-]*( [A-Za-z0-9_.+()-]+)*$")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    path: Path | None  # None when the folder was not found (the cells are then reported, not run)
+    given: str  # the path as the spec wrote it
+    paper: str  # the paper's dataset name (Table 3 row group)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One column of the table: what to train and how to label it."""
+
+    label: str
+    model: str  # registered model name, or "finetune"
+    options: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None  # finetune --from (resolved path)
+    unfreeze_all: bool = False
+    role: str = "baseline"
+    paper: str | None = None  # the paper's Table 3 column, or None
+
+    @property
+    def is_finetune(self) -> bool:
+        return self.model == FINETUNE
+
+    @property
+    def folder(self) -> str:
+        """The cell folder name of this model (its label, spaces as ``_``)."""
+        return self.label.replace(" ", "_")
+
+    def command(self, dataset: str, output: str, seed: int, extra: dict[str, Any] | None = None) -> str:
+        """The `unisrec` command line that trains this cell (for results pages)."""
+        words = ["unisrec", "finetune", dataset] if self.is_finetune else ["unisrec", "train", self.model, dataset]
+        words += ["--output", output]
+        if self.pretrained:
+            words += ["--from", self.pretrained]
+        if self.unfreeze_all:
+            words.append("--unfreeze-all")
+        for k, v in {**self.options, "seed": seed, **(extra or {})}.items():
+            words += [f"--{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    datasets: dict[str, DatasetEntry]
+    models: dict[str, ModelEntry]
+    seeds: tuple[int, ...]
+    source: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``benchmark.json`` records of the spec (the report reads labels, roles, paper keys)."""
+        return {
+            "name": self.name,
+            "seeds": list(self.seeds),
+            "dataset_order": list(self.datasets),  # the JSON file sorts keys; these keep the spec's order
+            "model_order": list(self.models),
+            "datasets": {k: {"path": d.given, "paper": d.paper} for k, d in self.datasets.items()},
+            "models": {k: {"model": m.model, "options": m.options, "from": m.pretrained, "unfreeze_all": m.unfreeze_all,
+                           "role": m.role, "paper": m.paper, "folder": m.folder} for k, m in self.models.items()},
+        }
+
+
+def default_paper_model(model: str, options: dict[str, Any]) -> str | None:
+    """The paper's column for a model entry: its registered name if the paper has it, a finetune's
+    mode (inductive -> ``unisrec_t``, transductive -> ``unisrec_t_id``)."""
+    if model == FINETUNE:
+        return paper.MODE_MODELS.get(str(options.get("mode", "inductive")))
+    return model if model in paper.MODELS else None
+
+
+def resolve_dataset(given: str, base: Path | None) -> Path | None:
+    """A dataset folder: absolute; else relative to the spec's folder (the current folder for a spec
+    without a file); else to ``$UNISREC_DATA`` (default ``data/``); None when none of them exists."""
+    p = Path(os.path.expandvars(os.path.expanduser(given)))
+    candidates = [p] if p.is_absolute() else [base / p if base else p, Path(os.environ.get("UNISREC_DATA", "data")) / p]
+    return next((c.resolve() for c in candidates if c.is_dir()), None)
+
+
+def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]) -> ModelEntry:
+    where = f"models.{label}"
+    if not LABEL.match(label):
+        raise UserError(f"{where}: a label is letters, digits and _ . + ( ) - (it names the runs folder)")
+    if isinstance(raw, str):
+        raw = {"model": raw}
+    if not isinstance(raw, dict) or "model" not in raw:
+        raise UserError(f"{where}: expected a mapping with a 'model' key (a registered model name or 'finetune')")
+    if not isinstance(raw.get("options") or {}, dict):
+        raise UserError(f"{where}.options must be a mapping of option: value")
+    options = {**common, **(raw.get("options") or {})}
+    options.update({k: v for k, v in raw.items() if k not in ENTRY_KEYS})
+    for k in ("seed", "output", "resume"):
+        if k in options:
+            raise UserError(f"{where}: {k!r} is set by the benchmark (seeds: / --runs), not per model")
+    model = str(raw["model"])
+    pretrained = raw.get("from")
+    if (pretrained or raw.get("unfreeze_all")) and model != FINETUNE:
+        raise UserError(f"{where}: 'from' and 'unfreeze_all' apply to model: finetune only")
+    if pretrained:
+        p = Path(os.path.expanduser(str(pretrained)))
+        pretrained = str(p if p.is_absolute() or base is None else (base / p).resolve() if (base / p).exists() else p)
+    role = raw.get("role", "ours" if model in (FINETUNE, "unisrec") else "baseline")
+    if role not in ROLES:
+        raise UserError(f"{where}.role must be ours or baseline, got {role!r}")
+    paper_key = raw["paper"] if "paper" in raw else default_paper_model(model, options)
+    if paper_key is not None and paper_key not in paper.MODELS:
+        raise UserError(f"{where}.paper: {paper_key!r} is not a Table 3 column; known: {', '.join(paper.MODELS)}")
+    return ModelEntry(label, model, options, pretrained, bool(raw.get("unfreeze_all", False)), role, paper_key)
+
+
+def spec_from_dict(data: Any, source: Path | None = None) -> BenchmarkSpec:
+    """Check and normalise a spec mapping (see the module docstring); ``source`` is the YAML file."""
+    where = str(source) if source else "spec"
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: a benchmark spec is a mapping (datasets, models, seeds)")
+    unknown = set(data) - {"name", "datasets", "models", "seeds", "options"}
+    if unknown:
+        raise UserError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: name, datasets, models, seeds, options")
+    base = source.parent if source else None
+    datasets_raw, models_raw = data.get("datasets"), data.get("models")
+    if not isinstance(datasets_raw, dict) or not datasets_raw:
+        raise UserError(f"{where}: 'datasets' must map a name to a dataset folder")
+    if not isinstance(models_raw, dict) or not models_raw:
+        raise UserError(f"{where}: 'models' must map a row label to a model entry")
+    seeds_raw = data.get("seeds", [2020])
+    seeds_list = seeds_raw if isinstance(seeds_raw, list) else [seeds_raw]
+    if not seeds_list or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds_list):
+        raise UserError(f"{where}: 'seeds' must be a list of integers")
+    if len(set(seeds_list)) != len(seeds_list):
+        raise UserError(f"{where}: 'seeds' repeats a seed")
+    common = data.get("options") or {}
+    if not isinstance(common, dict):
+        raise UserError(f"{where}: 'options' must be a mapping of option: value")
+    datasets = {}
+    for name, raw in datasets_raw.items():
+        if not LABEL.match(str(name)) or " " in str(name):
+            raise UserError(f"{where}: dataset name {name!r}: letters, digits and _ . + - only (it names the runs folder)")
+        raw = raw if isinstance(raw, dict) else {"path": raw}
+        given = str(raw.get("path", name))
+        datasets[str(name)] = DatasetEntry(str(name), resolve_dataset(given, base), given,
+                                           str(raw.get("paper", paper.paper_dataset(str(name)))))
+    models = {str(label): _model_entry(str(label), raw, base, common) for label, raw in models_raw.items()}
+    folders = [m.folder for m in models.values()]
+    if len(set(folders)) != len(folders):
+        raise UserError(f"{where}: two model labels name the same folder ({', '.join(folders)})")
+    name = str(data.get("name") or (source.stem if source else "benchmark"))
+    return BenchmarkSpec(name, datasets, models, tuple(int(s) for s in seeds_list), source)
+
+
+def load_spec(path: str | os.PathLike) -> BenchmarkSpec:
+    """Read a spec YAML file (see the module docstring)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"benchmark spec {path} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"benchmark spec {path} is not valid YAML: {exc}") from None
+    return spec_from_dict(data, path.resolve())
+
+
+def subset(spec: BenchmarkSpec, datasets: list[str] | None = None, models: list[str] | None = None,
+           seeds: list[int] | None = None) -> BenchmarkSpec:
+    """``spec`` restricted to some datasets / model labels / seeds (each None = all); unknown names are errors."""
+    def pick(kind: str, have: dict[str, Any], wanted: list[str] | None) -> dict[str, Any]:
+        if wanted is None:
+            return have
+        missing = [w for w in wanted if w not in have]
+        if missing:
+            raise UserError(f"--{kind}: {', '.join(missing)} not in the spec; it has: {', '.join(have)}")
+        return {k: v for k, v in have.items() if k in wanted}
+
+    if seeds is not None and not set(seeds) <= set(spec.seeds):
+        raise UserError(f"--seeds: {', '.join(str(s) for s in seeds if s not in spec.seeds)} not in the spec; it has: "
+                        f"{', '.join(map(str, spec.seeds))}")
+    return BenchmarkSpec(spec.name, pick("datasets", spec.datasets, datasets), pick("models", spec.models, models),
+                         tuple(s for s in spec.seeds if seeds is None or s in seeds), spec.source)

@@ -1,0 +1,319 @@
+"""`unisrec benchmark`: the grid runner (skip, resume, unknown models), the paired t-test, the report."""
+
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from unisrec.benchmark import paper, runner
+from unisrec.benchmark.report import build_report, fmt_cell, rank_marks, render_markdown
+from unisrec.benchmark.significance import compare, paired_ttest_greater, per_user_metric, seed_averaged
+from unisrec.benchmark.spec import load_spec, spec_from_dict, subset
+from unisrec.cli import main
+from unisrec.data.dataset import Dataset
+from unisrec.errors import UserError
+from unisrec.evaluation.metrics import metrics_from_ranks
+
+from test_finetune import make_toy
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(epochs=2, batch_size=64, hidden_size=16, inner_size=16, n_layers=1, lr=3e-3, eval_batch_size=64, device="cpu")
+
+
+def toy_spec(data: Path, **over):
+    raw = {
+        "name": "toy_grid",
+        "datasets": {"toy": str(data)},
+        "seeds": [1, 2],
+        "options": dict(TINY),
+        "models": {
+            "SASRec": {"model": "sasrec"},
+            "UniSRec_t": {"model": "finetune", "mode": "inductive", "n_experts": 2},
+            "Later": {"model": "not_registered_yet"},
+        },
+    }
+    raw.update(over)
+    return spec_from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "toy"
+    make_toy(path, n_users=120)
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid(toy, tmp_path_factory):
+    """The tiny grid run once in this process: (spec, runs dir, summary, messages)."""
+    runs = tmp_path_factory.mktemp("runs")
+    said = []
+    summary = runner.run_benchmark(toy_spec(toy), runs, threads=1, isolate=False, say=said.append)
+    return toy_spec(toy), runs, summary, said
+
+
+# ------------------------------------------------------------------------------- runner
+def test_grid_trains_every_cell_and_saves_ranks(grid, toy):
+    spec, runs, summary, said = grid
+    status = {(c["model"], c["seed"]): c["status"] for c in summary["cells"]}
+    assert status == {("SASRec", 1): "finished", ("SASRec", 2): "finished", ("UniSRec_t", 1): "finished",
+                      ("UniSRec_t", 2): "finished", ("Later", 1): "unavailable", ("Later", 2): "unavailable"}
+    assert any("not_registered_yet" in s and "not registered" in s for s in said)
+    n_test = len(Dataset.load(toy).examples("test")[2])
+    for model in ("SASRec", "UniSRec_t"):
+        for seed in (1, 2):
+            cell = runs / "toy" / model / f"seed{seed}"
+            metrics = json.loads((cell / "metrics.json").read_text())
+            assert metrics["seed"] == seed and metrics["epochs_run"] == 2
+            ranks = np.load(cell / "test_ranks.npy")
+            assert ranks.dtype == np.int32 and ranks.shape == (n_test,)
+            # the saved ranks reproduce the test metrics (per-user values average to them)
+            assert metrics_from_ranks(ranks, [10, 50]) == pytest.approx(metrics["test"])
+            assert per_user_metric(ranks, "ndcg@10").mean() == pytest.approx(metrics["test"]["ndcg@10"])
+            assert np.load(cell / "valid_ranks.npy").dtype == np.int32
+    # seeds differ, so the runs differ
+    a, b = (np.load(runs / "toy" / "SASRec" / f"seed{s}" / "test_ranks.npy") for s in (1, 2))
+    assert not np.array_equal(a, b)
+    saved = json.loads((runs / "benchmark.json").read_text())
+    assert saved["finished"] == 4 and saved["spec"]["model_order"] == ["SASRec", "UniSRec_t", "Later"]
+    cmd = next(c["command"] for c in saved["cells"] if c["model"] == "UniSRec_t")
+    assert cmd.startswith("unisrec finetune ") and "--mode inductive" in cmd and "--seed 1" in cmd
+
+
+def test_second_run_skips_finished_cells(grid, monkeypatch):
+    spec, runs, _, _ = grid
+    before = {p: p.stat().st_mtime_ns for p in runs.glob("toy/*/seed*/metrics.json")}
+    assert len(before) == 4
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(runner, "train_cell", no_training)
+    said = []
+    summary = runner.run_benchmark(spec, runs, threads=1, isolate=False, say=said.append)
+    assert [c["status"] for c in summary["cells"] if c["model"] != "Later"] == ["skipped"] * 4
+    assert sum(s.endswith("finished before, skipped") for s in said) == 4
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("toy/*/seed*/metrics.json")} == before
+    assert summary["finished"] == 4
+
+
+def test_interrupted_cell_resumes_in_a_subprocess(grid, toy, tmp_path):
+    """A cell cut after epoch 1 (resume state, no metrics.json) is resumed, not restarted, and ends
+    where the uninterrupted run of the same seed ended."""
+    spec, runs, _, _ = grid
+    only = subset(spec, models=["SASRec"], seeds=[1])
+    cell = tmp_path / "toy" / "SASRec" / "seed1"
+    one_epoch = spec_from_dict({"datasets": {"toy": str(toy)}, "seeds": [1], "options": {**TINY, "epochs": 1},
+                                "models": {"SASRec": {"model": "sasrec"}}})
+    runner.run_benchmark(one_epoch, tmp_path, threads=1, isolate=False, say=lambda s: None)
+    (cell / "metrics.json").unlink()  # as if the process had died after epoch 1
+    assert runner.cell_state(cell) == "interrupted"
+    said = []
+    summary = runner.run_benchmark(spec, tmp_path, threads=1, isolate=True, only=only, say=said.append)
+    status = {(c["model"], c["seed"]): c["status"] for c in summary["cells"]}
+    assert status[("SASRec", 1)] == "resumed" and status[("SASRec", 2)] == "not selected"
+    assert any("resuming" in s for s in said)
+    log = (cell.parent / "seed1.log").read_text()
+    assert "resuming" in log
+    assert [r["epoch"] for r in map(json.loads, (cell / "training_log.jsonl").read_text().splitlines())] == [1, 2]
+    full = json.loads((runs / "toy" / "SASRec" / "seed1" / "metrics.json").read_text())
+    resumed = json.loads((cell / "metrics.json").read_text())
+    assert resumed["test"] == pytest.approx(full["test"], rel=1e-5)
+
+
+def test_bad_options_and_spec_errors(toy, tmp_path):
+    bad = toy_spec(toy, models={"SASRec": {"model": "sasrec", "n_expertz": 2}})
+    with pytest.raises(UserError, match="SASRec.*n_expertz"):
+        runner.run_benchmark(bad, tmp_path, isolate=False, say=lambda s: None)
+    with pytest.raises(UserError, match="seed"):
+        toy_spec(toy, models={"A": {"model": "sasrec", "seed": 3}})
+    with pytest.raises(UserError, match="same folder"):
+        toy_spec(toy, models={"A B": "sasrec", "A_B": "sasrec"})
+    with pytest.raises(UserError, match="finetune"):
+        toy_spec(toy, models={"A": {"model": "sasrec", "from": "x"}})
+    with pytest.raises(UserError, match="--models"):
+        subset(toy_spec(toy), models=["Nope"])
+    missing = toy_spec(toy, datasets={"gone": "no/such/folder"}, models={"SASRec": "sasrec"})
+    summary = runner.run_benchmark(missing, tmp_path, isolate=False, say=lambda s: None)
+    assert {c["status"] for c in summary["cells"]} == {"unavailable"}
+
+
+def test_spec_defaults_paper_columns_and_roles(toy):
+    spec = spec_from_dict({"datasets": {"online_retail_shuffled": str(toy)},
+                           "models": {"S": "sasrec", "T": {"model": "finetune", "mode": "transductive"},
+                                      "B": "bert4rec", "X": "mystery"}})
+    assert spec.datasets["online_retail_shuffled"].paper == "online_retail"
+    assert [(m.paper, m.role) for m in spec.models.values()] == [
+        ("sasrec", "baseline"), ("unisrec_t_id", "ours"), ("bert4rec", "baseline"), (None, "baseline")]
+    assert spec.seeds == (2020,)
+
+
+def test_shipped_specs_load():
+    for name in ("table3_scientific", "table3_online_retail"):
+        spec = load_spec(ROOT / "configs" / "benchmarks" / f"{name}.yaml")
+        assert spec.seeds == (2020, 2021, 2022)
+        assert {"SASRec", "UniSRec_t", "UniSRec_t+ID"} <= set(spec.models)
+        assert spec.models["UniSRec_t+ID"].options["mode"] == "transductive"
+    assert load_spec(ROOT / "configs/benchmarks/table3_online_retail.yaml").datasets["online_retail_shuffled"].paper == "online_retail"
+
+
+# ------------------------------------------------------------------------- significance
+def test_per_user_metrics_known_answer():
+    ranks = np.array([0, 1, 9, 10, 49, 50])
+    assert per_user_metric(ranks, "recall@10").tolist() == [1, 1, 1, 0, 0, 0]
+    assert per_user_metric(ranks, "recall@50").tolist() == [1, 1, 1, 1, 1, 0]
+    assert per_user_metric(ranks, "ndcg@10") == pytest.approx([1.0, 1 / math.log2(3), 1 / math.log2(11), 0, 0, 0])
+    for k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50"):
+        assert per_user_metric(ranks, k).mean() == pytest.approx(metrics_from_ranks(ranks)[k])
+    # two seeds: the per-user mean over seeds
+    assert seed_averaged([[0, 20], [20, 0]], "recall@10").tolist() == [0.5, 0.5]
+
+
+def test_paired_ttest_against_hand_computed_p():
+    rng = np.random.default_rng(0)
+    worse = rng.random(200)
+    better = worse + 0.02 + rng.normal(0, 0.1, 200)
+    d = better - worse
+    t_hand = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    p_hand = stats.t.sf(t_hand, df=len(d) - 1)  # P(T_{n-1} >= t): one-sided, "better is higher"
+    t, p = paired_ttest_greater(better, worse)
+    assert t == pytest.approx(t_hand) and p == pytest.approx(p_hand)
+    # a small hand example: d = 1, 2, 3, 4 -> t = 2.5 / (1.2910 / 2) = 3.873, df 3
+    t, p = paired_ttest_greater(np.array([1.0, 2, 3, 4]), np.zeros(4))
+    assert t == pytest.approx(2.5 / (math.sqrt(5 / 3) / 2)) and p == pytest.approx(stats.t.sf(3.8729833, 3)) and 0.01 < p < 0.02
+
+
+def test_paired_ttest_direction():
+    rng = np.random.default_rng(1)
+    base = rng.random(500)
+    good = base + 0.05 + rng.normal(0, 0.05, 500)
+    _, p_right = paired_ttest_greater(good, base)
+    _, p_wrong = paired_ttest_greater(base, good)
+    assert p_right < 1e-10 and p_wrong > 1 - 1e-10
+    # compare() orients by the means, whichever order it is given
+    for args in (("good", good, "base", base), ("base", base, "good", good)):
+        res = compare(*args)
+        assert res["better"] == "good" and res["significant"] and res["p"] == pytest.approx(p_right)
+    # RecBole's alternative="less" with ours first asks whether ours is LOWER: p ~ 1 here
+    assert stats.ttest_rel(good, base, alternative="less").pvalue > 0.99
+    # identical models: no evidence
+    assert paired_ttest_greater(base, base) == (0.0, 1.0)
+    assert not compare("a", base, "b", base)["significant"]
+
+
+# ------------------------------------------------------------------------------- report
+def fake_tree(root: Path) -> Path:
+    """A hand-made run tree: baselines SASRec and B, ours U (n = 400 test users, one seed each
+    except SASRec with two); U is clearly best on R@10, SASRec second, B third; on N@10 U and
+    SASRec differ by one user's rank (not significant)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    ranks = {
+        ("SASRec", 1): rng.integers(0, 30, n), ("SASRec", 2): rng.integers(0, 30, n),
+        ("B", 1): rng.integers(5, 40, n),
+    }
+    u = ranks[("SASRec", 1)].copy()
+    u[: n // 2] = 0  # half the users at rank 0: much better recall@10
+    ranks[("U", 1)] = u
+    spec = {"name": "fake", "seeds": [1, 2], "datasets": {"scientific": {"path": "x", "paper": "scientific"}},
+            "models": {"SASRec": {"role": "baseline", "paper": "sasrec", "folder": "SASRec"},
+                       "B": {"role": "baseline", "paper": None, "folder": "B"},
+                       "U": {"role": "ours", "paper": "unisrec_t", "folder": "U"}}}
+    cells = []
+    for (model, seed), r in ranks.items():
+        cell = root / "scientific" / model / f"seed{seed}"
+        cell.mkdir(parents=True)
+        np.save(cell / "test_ranks.npy", r.astype(np.int32))
+        test = metrics_from_ranks(r)
+        (cell / "metrics.json").write_text(json.dumps({"test": test, "valid": test, "best_epoch": 3, "epochs_run": 5,
+                                                       "stop_reason": "early_stopping", "wall_seconds": 60.0, "seed": seed}))
+        (cell / "training_log.jsonl").write_text("".join(
+            json.dumps({"epoch": e, "loss": 1.0, "valid": {"ndcg@10": 0.01 * e}}) + "\n" for e in range(1, 6)))
+        cells.append({"dataset": "scientific", "model": model, "seed": seed, "command": f"unisrec train {model}"})
+    (root / "benchmark.json").write_text(json.dumps({"spec": spec, "cells": cells}))
+    return root
+
+
+def test_report_marks_best_second_star_and_improv(tmp_path):
+    runs = fake_tree(tmp_path / "runs")
+    result = build_report(runs)
+    d = result["datasets"]["scientific"]
+    row = d["rows"]["recall@10"]
+    m = row["means"]
+    assert m["U"] > m["SASRec"] > m["B"]
+    assert row["marks"] == {"U": "best", "SASRec": "second", "B": ""}
+    assert row["best_baseline"] == "SASRec" and row["improv"] == pytest.approx(m["U"] / m["SASRec"] - 1)
+    assert row["significant"] == {"U": True}
+    md = render_markdown(result)
+    r10 = next(line for line in md.splitlines() if line.startswith("| R@10 |"))
+    cells = [c.strip() for c in r10.strip("|").split("|")]
+    # columns: Metric, SASRec, paper, B, U (ours), paper, Improv.
+    assert cells[1] == f"<u>{m['SASRec']:.4f}</u>" and cells[2] == "0.1080"
+    assert cells[3] == f"{m['B']:.4f}"
+    assert cells[4] == f"**{m['U']:.4f}**\\*" and cells[5] == "0.1188"
+    assert cells[6] == f"{row['improv']:+.2%}"
+    # per-user values of SASRec are averaged over its 2 seeds before pairing
+    t = next(t for t in d["tests"] if t["metric"] == "recall@10" and {t["better"], t["worse"]} == {"U", "SASRec"})
+    assert t["seeds"] == {"U": 1, "SASRec": 2} and t["n_users"] == 400
+    assert "± " in md and "(n=2)" in md
+    # every rank is below 50, so R@50 ties at 1.0: all bold, no second, no star (no evidence either way)
+    r = d["rows"]["recall@50"]
+    assert r["marks"] == {"U": "best", "SASRec": "best", "B": "best"} and r["significant"] == {"U": False}
+    assert "\\*" not in next(line for line in md.splitlines() if line.startswith("| R@50 |"))
+
+
+def test_rank_marks_and_format():
+    assert rank_marks({"a": 0.3, "b": 0.2, "c": 0.3, "d": 0.1}) == {"a": "best", "b": "second", "c": "best", "d": ""}
+    assert fmt_cell(0.12345, "best", True) == "**0.1235**\\*"
+    assert fmt_cell(0.1, "second") == "<u>0.1000</u>"
+
+
+def test_report_cli_writes_markdown_json_png(tmp_path, capsys):
+    runs = fake_tree(tmp_path / "runs")
+    assert main(["benchmark", "report", str(runs), "--out", str(tmp_path / "out" / "t3")]) == 0
+    md = (tmp_path / "out" / "t3.md").read_text()
+    assert "## scientific" in md and "t3_scientific_curves.png" in md
+    data = json.loads((tmp_path / "out" / "t3.json").read_text())
+    assert data["datasets"]["scientific"]["rows"]["ndcg@10"]["marks"]["U"] in ("best", "second")
+    assert (tmp_path / "out" / "t3_scientific_curves.png").stat().st_size > 5000
+    assert main(["benchmark", "report", str(runs)]) == 0 and "| R@10 |" in capsys.readouterr().out
+
+
+def test_run_cli_dry_run(toy, tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"datasets: {{toy: {toy}}}\nseeds: [1]\nmodels: {{SASRec: sasrec, X: not_yet}}\n")
+    assert main(["benchmark", str(spec), "--runs", str(tmp_path / "r"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "toy/SASRec/seed1: would start" in out and "not_yet" in out and not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------ paper numbers
+def test_docs_reference_table_equals_the_package():
+    text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- table3-reference:start -->(.*?)<!-- table3-reference:end -->", text, re.S).group(1)
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block.strip().splitlines()[2:]]
+    assert len(rows) >= 6
+    table = paper.table3()
+    for ds, model, *vals in rows:
+        assert table[(ds, model)] == tuple(float(v) for v in vals), (ds, model)
+    spec = importlib.util.spec_from_file_location("benchlib", ROOT / "benchmarks" / "benchlib.py")
+    benchlib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchlib)
+    assert benchlib.paper_table3() == table
+    assert benchlib.paper_row("online_retail_shuffled", "transductive") == table[("online_retail", "unisrec_t_id")]
+
+
+def test_paper_table_is_complete():
+    table = paper.table3()
+    assert len(table) == 6 * 9
+    # spot checks against the paper's Table 3
+    assert table[("scientific", "unisrec_t_id")] == (0.1235, 0.0634, 0.2473, 0.0904)
+    assert table[("online_retail", "fdsa")] == (0.1490, 0.0719, 0.3802, 0.1223)
+    assert paper.paper_value("scientific", "inductive", "ndcg@10") == 0.0641
+    assert paper.paper_value("scientific", "ccdr", "recall@10") == 0.0695
+    assert paper.paper_value("games", "sasrec", "recall@10") is None
