@@ -126,6 +126,19 @@ def test_interrupted_cell_resumes_in_a_subprocess(grid, toy, tmp_path):
     assert resumed["test"] == pytest.approx(full["test"], rel=1e-5)
 
 
+def test_finalize_tests_interrupted_cells_where_they_stopped(toy, tmp_path):
+    spec = toy_spec(toy, models={"SASRec": {"model": "sasrec"}})
+    one_epoch = toy_spec(toy, models={"SASRec": {"model": "sasrec"}}, seeds=[2], options={**TINY, "epochs": 1})
+    runner.run_benchmark(one_epoch, tmp_path, threads=1, isolate=False, say=lambda s: None)
+    cell = tmp_path / "toy" / "SASRec" / "seed2"
+    (cell / "metrics.json").unlink()
+    summary = runner.run_benchmark(spec, tmp_path, threads=1, isolate=False, finalize=True, say=lambda s: None)
+    assert [c["status"] for c in summary["cells"]] == ["not started", "resumed"]
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and metrics["stop_reason"] != "early_stopping"
+    assert not (tmp_path / "toy" / "SASRec" / "seed1").exists()
+
+
 def test_bad_options_and_spec_errors(toy, tmp_path):
     bad = toy_spec(toy, models={"SASRec": {"model": "sasrec", "n_expertz": 2}})
     with pytest.raises(UserError, match="SASRec.*n_expertz"):
@@ -265,6 +278,15 @@ def test_report_marks_best_second_star_and_improv(tmp_path):
     r = d["rows"]["recall@50"]
     assert r["marks"] == {"U": "best", "SASRec": "best", "B": "best"} and r["significant"] == {"U": False}
     assert "\\*" not in next(line for line in md.splitlines() if line.startswith("| R@50 |"))
+
+
+def test_report_without_per_user_ranks_says_so(tmp_path):
+    runs = fake_tree(tmp_path / "runs")
+    (runs / "scientific" / "B" / "seed1" / "test_ranks.npy").unlink()  # a run from before ranks were saved
+    d = build_report(runs)["datasets"]["scientific"]
+    t = next(t for t in d["tests"] if t["metric"] == "recall@10" and "B" in (t["better"], t["worse"]))
+    assert t["p"] is None and "B" in t["note"] and not t["significant"]
+    assert "no per-user ranks" in render_markdown(build_report(runs))
 
 
 def test_rank_marks_and_format():
