@@ -17,17 +17,24 @@ class ParametricWhitening(nn.Module):
     """Eq. (2): x~ = (x - b) W_1, with dropout on x (0.2 in the paper's setting).
 
     Unlike BERT-whitening this is learned, so it can adapt to each domain during fine-tuning.
+
+    ``whitening=False`` is the ablation "w/o parametric whitening" (docs/analyses.md): the learned
+    bias b is dropped -- no ``bias`` parameter exists, so the expert has exactly ``text_dim`` fewer
+    parameters -- and the expert is the plain linear projection x~ = dropout(x) W_1 (same W_1, same
+    dropout, still no additive bias after the projection).
     """
 
-    def __init__(self, text_dim: int, hidden_size: int, dropout: float = 0.2, initializer_range: float = 0.02):
+    def __init__(self, text_dim: int, hidden_size: int, dropout: float = 0.2, initializer_range: float = 0.02,
+                 whitening: bool = True):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.bias = nn.Parameter(torch.zeros(text_dim))
+        self.bias = nn.Parameter(torch.zeros(text_dim)) if whitening else None
         self.linear = nn.Linear(text_dim, hidden_size, bias=False)
         nn.init.normal_(self.linear.weight, mean=0.0, std=initializer_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(x) - self.bias)
+        x = self.dropout(x)
+        return self.linear(x if self.bias is None else x - self.bias)
 
 
 class MoEAdaptor(nn.Module):
@@ -35,6 +42,12 @@ class MoEAdaptor(nn.Module):
 
     The noise term delta (plus 1e-2, as in the authors' release) is added in training mode only
     and only when ``noisy_gating``; evaluation uses the clean gate.
+
+    ``n_experts=1`` is the ablation "w/o MoE" (docs/analyses.md): the softmax over one logit is
+    exactly 1 for any input and any noise draw, so v = x~^(1), one parametric whitening projection;
+    its derivative is 0, so ``w_gate`` / ``w_noise`` (text_dim x 1, kept for a uniform state dict)
+    receive an exactly zero gradient and never move from their zero initialisation (tested).
+    ``whitening=False`` gives every expert a plain linear projection (see ParametricWhitening).
     """
 
     def __init__(
@@ -45,12 +58,13 @@ class MoEAdaptor(nn.Module):
         dropout: float = 0.2,
         noisy_gating: bool = True,
         initializer_range: float = 0.02,
+        whitening: bool = True,
     ):
         super().__init__()
         self.n_experts = n_experts
         self.noisy_gating = noisy_gating
         self.experts = nn.ModuleList(
-            ParametricWhitening(text_dim, hidden_size, dropout, initializer_range) for _ in range(n_experts)
+            ParametricWhitening(text_dim, hidden_size, dropout, initializer_range, whitening) for _ in range(n_experts)
         )
         self.w_gate = nn.Parameter(torch.zeros(text_dim, n_experts))
         self.w_noise = nn.Parameter(torch.zeros(text_dim, n_experts))

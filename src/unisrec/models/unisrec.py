@@ -33,12 +33,17 @@ MODES: tuple[str, ...] = get_args(Mode)
 
 @dataclass
 class UniSRecConfig:
-    """Paper / reference-release defaults (docs/protocol.md "Model")."""
+    """Paper / reference-release defaults (docs/protocol.md "Model"); ``whitening=False`` and
+    ``n_experts=1`` are the ablation switches of docs/analyses.md."""
 
     mode: Mode = field(default="inductive", metadata={"help": "inductive = UniSRec_t (text only, Eq. 11); transductive = UniSRec_t+ID (Eq. 12)"})
-    n_experts: int = field(default=8, metadata={"help": "MoE adaptor experts G (Eq. 3)"})
+    n_experts: int = field(default=8, metadata={
+        "help": "MoE adaptor experts G (Eq. 3); 1 = ablation w/o MoE: one whitening projection, gate exactly 1"})
     adaptor_dropout: float = field(default=0.2, metadata={"help": "dropout on text vectors in the whitening (Eq. 2)"})
     noisy_gating: bool = field(default=True, metadata={"help": "gate noise in training (Eq. 4)"})
+    whitening: bool = field(default=True, metadata={
+        "help": "parametric whitening (Eq. 2): subtract a learned bias before each expert's projection; false = "
+        "ablation: plain linear projection x W_1, no bias (text_dim fewer parameters per expert)"})
     temperature: float = field(default=0.07, metadata={"help": "softmax temperature of the cosine scores"})
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     # from the data, not options: the text vector size and the ID table size (transductive)
@@ -63,7 +68,8 @@ class UniSRec(SequentialRecommender):
         self.config = config
         enc = config.encoder
         self.adaptor = MoEAdaptor(
-            config.text_dim, enc.hidden_size, config.n_experts, config.adaptor_dropout, config.noisy_gating, enc.initializer_range
+            config.text_dim, enc.hidden_size, config.n_experts, config.adaptor_dropout, config.noisy_gating, enc.initializer_range,
+            config.whitening,
         )
         self.encoder = SequenceEncoder(enc)
         self.item_id_embedding: nn.Embedding | None = None

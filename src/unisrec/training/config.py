@@ -69,7 +69,8 @@ class PretrainConfig:
     save_every: int = field(default=10, metadata={"help": "write the checkpoint every N epochs (and at the end)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
     resume: bool = field(default=False, metadata={"help": "continue from OUTPUT's last checkpoint"})
-    lambda_ss: float = field(default=1e-3, metadata={"help": "weight of the sequence-sequence loss, Eq. (10)"})
+    lambda_ss: float = field(default=1e-3, metadata={"help": "weight of the sequence-sequence loss, Eq. (10); 0 = ablation w/o S-S (not computed)"})
+    lambda_si: float = field(default=1.0, metadata={"help": "weight of the sequence-item loss, Eq. (10) (paper: 1); 0 = ablation w/o S-I (not computed)"})
     temperature: float = field(default=0.07, metadata={"help": "softmax temperature of both contrastive losses"})
     item_drop_prob: float = field(default=0.9, metadata={"help": "probability a view is item drop (else word drop)"})
     drop_prob: float = field(default=0.2, metadata={"help": "per-item drop / per-position feature swap probability"})
@@ -93,3 +94,8 @@ class PretrainConfig:
                 raise UserError(f"{name} must be in [0, 1], got {v}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("lambda_si", "lambda_ss"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lambda_si == 0 and self.lambda_ss == 0:
+            raise UserError("lambda_si and lambda_ss are both 0: nothing to pre-train (set at least one > 0)")

@@ -95,6 +95,17 @@ def sequence_sequence_contrastive_loss(
     )
 
 
-def pretraining_loss(loss_si: torch.Tensor, loss_ss: torch.Tensor, lambda_ss: float = 1e-3) -> torch.Tensor:
-    """Eq. (10): L_PT = L_S-I + lambda * L_S-S (lambda = 1e-3 in the paper)."""
-    return loss_si + lambda_ss * loss_ss
+def pretraining_loss(
+    loss_si: torch.Tensor | None, loss_ss: torch.Tensor | None, lambda_ss: float = 1e-3, lambda_si: float = 1.0
+) -> torch.Tensor:
+    """Eq. (10): L_PT = L_S-I + lambda * L_S-S (lambda = 1e-3 in the paper), generalised to
+    L = lambda_si * L_S-I + lambda_ss * L_S-S for the ablations "w/o S-I" / "w/o S-S"
+    (docs/analyses.md): a task whose weight is 0 is not computed at all and is passed as None
+    (a weight-0 term is left out of the sum, not multiplied by 0)."""
+    used = [(w, loss) for w, loss in ((lambda_si, loss_si), (lambda_ss, loss_ss)) if w != 0]
+    if not used or any(loss is None for _, loss in used):
+        raise ValueError("pretraining_loss: one weight must be non-zero, and each task with a non-zero weight needs its loss")
+    total = used[0][0] * used[0][1]
+    for w, loss in used[1:]:
+        total = total + w * loss
+    return total

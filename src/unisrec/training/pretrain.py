@@ -7,7 +7,8 @@ One step:
      (Eq. 2-5) and gathered -- the release adapts every position of every sequence;
   3. both views are encoded in one Transformer call (Eq. 6-7);
   4. L = L_S-I + lambda * L_S-S (Eq. 8-10, ``training.losses``), with candidates gathered from
-     every rank (``training.distributed``).
+     every rank (``training.distributed``); ``lambda_si`` / ``lambda_ss`` = 0 leave a task out
+     entirely (the ablations of docs/analyses.md).
 
 Differences from the authors' release, on purpose:
   * adapting unique items once means one dropout / gate-noise draw per item per step, not one per
@@ -92,13 +93,25 @@ def encode_by_length(model: UniSRec, seqs: torch.Tensor, lengths: torch.Tensor, 
 
 class PretrainObjective(nn.Module):
     """UniSRec + the pre-training loss as one module, so ``DistributedDataParallel(objective)``
-    sees the whole step in its ``forward`` and synchronises every gradient."""
+    sees the whole step in its ``forward`` and synchronises every gradient.
 
-    def __init__(self, model: UniSRec, lambda_ss: float, temperature: float):
+    ``lambda_si`` / ``lambda_ss`` weight Eq. (10); a task whose weight is 0 (the ablations "w/o S-I"
+    and "w/o S-S", docs/analyses.md) is not computed: with ``lambda_ss = 0`` the augmented views are
+    neither adapted nor encoded (half the encoder work), with ``lambda_si = 0`` no sequence-item
+    logits are formed. ``forward`` returns (loss, {task name: detached loss}) for the computed tasks.
+    """
+
+    def __init__(self, model: UniSRec, lambda_ss: float, temperature: float, lambda_si: float = 1.0):
         super().__init__()
         self.model = model
         self.lambda_ss = lambda_ss
+        self.lambda_si = lambda_si
         self.temperature = temperature
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The log keys of the tasks this objective computes, in ``forward``'s order."""
+        return tuple(name for name, w in (("loss_si", self.lambda_si), ("loss_ss", self.lambda_ss)) if w != 0)
 
     def forward(
         self,
@@ -107,40 +120,48 @@ class PretrainObjective(nn.Module):
         aug_history: torch.Tensor,
         aug_lengths: torch.Tensor,
         targets: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b, l = history.shape
-        # both views in one encoder call: pad the shorter window
-        seqs = torch.zeros(2 * b, l, dtype=torch.long, device=history.device)
-        seqs[:b] = history
-        seqs[b:, : aug_history.shape[1]] = aug_history
+        with_views = self.lambda_ss != 0
+        if with_views:  # both views in one encoder call: pad the shorter window
+            seqs = torch.zeros(2 * b, l, dtype=torch.long, device=history.device)
+            seqs[:b] = history
+            seqs[b:, : aug_history.shape[1]] = aug_history
+            seq_lengths = torch.cat([lengths, aug_lengths])
+        else:
+            seqs, seq_lengths = history, lengths
         all_items = torch.cat([seqs.flatten(), targets])
         unique, inverse = unique_items(all_items, self.model.item_features.shape[0])
         table = self.model.item_representations(unique)  # adapt each distinct item once (Eq. 2-5)
-        seq_local = inverse[: seqs.numel()].view(2 * b, l)
+        seq_local = inverse[: seqs.numel()].view(seqs.shape[0], l)
         target_local = inverse[seqs.numel() :]
-        reps = encode_by_length(self.model, seq_local, torch.cat([lengths, aug_lengths]), table)
-        seq_repr, aug_repr = reps[:b], reps[b:]
-        target_repr = table[target_local]
+        reps = encode_by_length(self.model, seq_local, seq_lengths, table)
+        seq_repr = reps[:b]
         # candidates of every rank (identity in one process); positives are our rows of the gathered list
         cand_targets = gather_no_grad(targets)
-        cand_items = gather_with_grad(target_repr)
-        cand_views = gather_with_grad(aug_repr)
         rank = torch.distributed.get_rank() if cand_targets.shape[0] != b else 0  # gathered => distributed
         positive = torch.arange(b, device=targets.device) + rank * b
-        loss_si = sequence_item_contrastive_loss(seq_repr, cand_items, targets, cand_targets, positive, self.temperature)
-        loss_ss = sequence_sequence_contrastive_loss(seq_repr, cand_views, targets, cand_targets, positive, self.temperature)
-        return pretraining_loss(loss_si, loss_ss, self.lambda_ss), loss_si.detach(), loss_ss.detach()
+        loss_si = loss_ss = None
+        if self.lambda_si != 0:
+            cand_items = gather_with_grad(table[target_local])
+            loss_si = sequence_item_contrastive_loss(seq_repr, cand_items, targets, cand_targets, positive, self.temperature)
+        if with_views:
+            cand_views = gather_with_grad(reps[b:])
+            loss_ss = sequence_sequence_contrastive_loss(seq_repr, cand_views, targets, cand_targets, positive, self.temperature)
+        parts = {name: loss.detach() for name, loss in (("loss_si", loss_si), ("loss_ss", loss_ss)) if loss is not None}
+        return pretraining_loss(loss_si, loss_ss, self.lambda_ss, self.lambda_si), parts
 
 
 class PretrainTask:
     """What the epoch loop needs from pre-training: global batches + the contrastive step."""
 
     unit = "sequences"
-    extra_names = ("loss_si", "loss_ss")
 
     def __init__(self, corpus: MultiDomainCorpus, objective: nn.Module, sampler: GlobalBatchSampler, cfg: PretrainConfig,
                  ctx: DistContext, export: Any):
         self.corpus, self.objective, self.sampler, self.cfg, self.ctx, self.export = corpus, objective, sampler, cfg, ctx, export
+        # the per-task losses logged beside the total: only the tasks computed (a 0 weight skips one)
+        self.extra_names = tuple(n for n, w in (("loss_si", cfg.lambda_si), ("loss_ss", cfg.lambda_ss)) if w != 0)
         self.current_epoch, self.last_loss = 1, float("nan")
 
     def batches(self, epoch: int) -> list[tuple[int, np.ndarray, slice]]:
@@ -158,9 +179,9 @@ class PretrainTask:
         # left-aligned windows: trim trailing all-padding columns of this rank's slice
         t["history"] = t["history"][:, : max(1, int(t["lengths"].max()))]
         t["aug_history"] = t["aug_history"][:, : max(1, int(t["aug_lengths"].max()))]
-        loss, loss_si, loss_ss = self.objective(**t)
+        loss, parts = self.objective(**t)
         self.last_loss = float(loss.detach())
-        return loss, len(rows), {"loss_si": loss_si, "loss_ss": loss_ss}
+        return loss, len(rows), {name: parts[name] for name in self.extra_names}
 
     def validate(self) -> None:
         return None
@@ -197,7 +218,7 @@ def build_model(cfg: PretrainConfig, corpus: MultiDomainCorpus, output: Path, mo
 
 def wrap_for_processes(model: UniSRec, cfg: PretrainConfig, ctx: DistContext) -> nn.Module:
     """The objective module the loop calls, DDP-wrapped in a multi-process run."""
-    objective: nn.Module = PretrainObjective(model, cfg.lambda_ss, cfg.temperature)
+    objective: nn.Module = PretrainObjective(model, cfg.lambda_ss, cfg.temperature, cfg.lambda_si)
     if not ctx.distributed:
         return objective
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
