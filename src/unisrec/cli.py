@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "unisrec.text.cli",        # encode
     "unisrec.training.cli",    # finetune, train, pretrain
     "unisrec.evaluation.cli",  # evaluate
+    "unisrec.evaluation.explain",  # explain
     "unisrec.serving.cli",     # recommend, export-embeddings, serve
     "unisrec.quickstart",      # quickstart
     "unisrec.benchmark.cli",   # benchmark (run, report)
