@@ -183,8 +183,9 @@ def test_last_position_encoding_equals_the_model_and_its_gradients():
     lengths = torch.randint(1, 21, (64,))
     lengths[0] = 1
     seqs = torch.randint(1, 30, (64, 20)) * (torch.arange(20)[None, :] < lengths[:, None])
-    ref = model.sequence_representation(seqs, lengths, table)
-    got = model.encoder.forward_last(table[seqs], lengths)  # the path pre-training uses
+    everywhere = model.encoder.forward_all(table[seqs], lengths)  # every layer at every position
+    ref = everywhere[torch.arange(len(seqs)), lengths - 1]
+    got = model.encoder.forward_last(table[seqs], lengths)  # the path training and pre-training use
     assert torch.allclose(ref, got, atol=1e-5)
     g_ref = torch.autograd.grad(ref.square().sum(), list(model.encoder.parameters()), allow_unused=True)
     g_got = torch.autograd.grad(got.square().sum(), list(model.encoder.parameters()), allow_unused=True)

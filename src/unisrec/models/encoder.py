@@ -172,10 +172,13 @@ class SequenceEncoder(nn.Module):
         return x
 
     def forward(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, L, d), (B,) -> (B, d): the output at the last real position (lengths - 1)."""
-        out = self.forward_all(item_repr, lengths)
-        idx = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
-        return out.gather(1, idx).squeeze(1)
+        """(B, L, d), (B,) -> (B, d): the output at the last real position (lengths - 1).
+
+        Computed by :meth:`forward_last` (the final layer at that position only): the same function as
+        reading :meth:`forward_all` there, at ~2/3 of the cost and less activation memory (Online Retail,
+        faithful SASRec steps: 0.67x the CPU time, results/online_retail/memory.md). Only the dropout
+        draws of the final layer differ from computing it at every position."""
+        return self.forward_last(item_repr, lengths.clamp(min=1))
 
     def forward_last(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The same function as :meth:`forward`, computing the *final* layer at the last position only.
