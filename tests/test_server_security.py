@@ -157,6 +157,12 @@ def test_write_policy_of_the_serve_command(model_dir, monkeypatch, capsys):
     assert cli_main(["serve", str(model_dir), "--api-key", "from-the-flag"]) == 0 and seen["api_key"] == "from-the-flag"
     monkeypatch.setenv("UNISREC_API_KEY", "")
     assert cli_main(["serve", str(model_dir)]) == 0 and seen["api_key"] is None and seen["allow_writes"] is False
+    assert seen["micro_batch"] is True and "max_texts" not in seen  # defaults come from ServerSettings
+    argv = ["serve", str(model_dir), "--no-micro-batch", "--max-texts", "3", "--max-text-chars", "99",
+            "--max-catalogue-items", "7", "--encode-queue", "0", "--batch-wait-ms", "0.5", "--allow-writes"]
+    assert cli_main(argv) == 0
+    assert (seen["micro_batch"], seen["max_texts"], seen["max_text_chars"], seen["max_catalogue_items"],
+            seen["encode_queue"], seen["batch_wait_ms"], seen["allow_writes"]) == (False, 3, 99, 7, 0, 0.5, True)
 
 
 # ------------------------------------------------------------------ 3. resource limits
