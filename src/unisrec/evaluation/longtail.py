@@ -216,7 +216,6 @@ def plot_report(report: dict[str, Any], out_png: str | os.PathLike, title: str |
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     sizes = [g["test_interactions"] for g in groups]
     ax.bar(x, sizes, color="#9ecae1", edgecolor="#3182bd", label="test interactions")
-    ax.set_ylim(0, 1.3 * max(sizes + [1]))  # room for the legend above the bars
     ax.set_xticks(x, labels)
     ax.set_xlabel("popularity of the target item (interactions in the training data)")
     ax.set_ylabel("test interactions (users)")
@@ -234,13 +233,14 @@ def plot_report(report: dict[str, Any], out_png: str | os.PathLike, title: str |
         line_ax.set_ylabel(name)
         default_title = f"{Path(report['model']).name}: {name} by target popularity"
     handles = ax.get_legend_handles_labels()[0] + line_ax.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              ncol=2, frameon=False)  # below the axes: never over the bars or the line
     ax.set_title(title or f"{default_title} ({Path(report['dataset']).name}, {report['split']})", fontsize=10)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(f".{out_png.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
+    fig.savefig(tmp, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, out_png)
     return out_png
