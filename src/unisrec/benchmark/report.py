@@ -236,7 +236,7 @@ def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list
         "",
         f"Test set, full ranking; each value the mean over the model's finished seeds (seeds: {seeds}). "
         "**Bold** best, <u>underlined</u> second (all models); \\* = UniSRec (ours) above the best baseline with "
-        f"p < {alpha} (paired t-test over the {', '.join(map(str, d['test_users'])) or '?'} test users, one-sided, "
+        f"p < {alpha} (paired t-test over the {', '.join(f'{n:,}' for n in d['test_users']) or '?'} test users, one-sided, "
         "per-user values averaged over each model's seeds); Improv. = best UniSRec / best baseline − 1; "
         "\"paper\" = the paper's Table 3.",
         "",
@@ -254,6 +254,8 @@ def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list
     lines += ["", "Paired t-tests (H1: the better model is higher; `ttest_rel(better, worse, alternative=\"greater\")`):", "",
               "| metric | comparison | better | worse | mean better | mean worse | t | p | p < " + str(alpha) + " |",
               "|---|---|---|---|---|---|---|---|---|"]
+    if not d["tests"]:
+        lines.append("| – | none: a test needs two models | | | | | | | |")
     for t in d["tests"]:
         if t["p"] is None:
             lines.append(f"| {SHORT[t['metric']]} | {t['kind']} | {t['better']} | {t['worse']} | – | – | – | – | {t['note']} |")

@@ -136,6 +136,23 @@ def _entry_dict(model: ModelEntry) -> dict[str, Any]:
             "unfreeze_all": model.unfreeze_all, "role": model.role, "paper": model.paper}
 
 
+def display_dataset(entry: DatasetEntry) -> str:
+    """A dataset folder as a results page shows it: relative to the current folder when inside it,
+    ``$UNISREC_DATA/NAME`` when found there, else as the spec wrote it (no machine paths)."""
+    if entry.path is None:
+        return entry.given
+    shown = display_path(entry.path)
+    if not Path(shown).is_absolute():
+        return shown
+    env = os.environ.get("UNISREC_DATA")
+    if env:
+        try:
+            return str(Path("$UNISREC_DATA") / entry.path.relative_to(Path(env).resolve()))
+        except ValueError:
+            pass
+    return entry.given
+
+
 def display_path(path: Path) -> str:
     """``path`` relative to the current folder when inside it (results pages hold no machine paths)."""
     try:
@@ -166,7 +183,7 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     todo: list[tuple[Cell, str]] = []
     for cell in grid:
         rec = {"dataset": cell.dataset.name, "model": cell.model.label, "seed": cell.seed, "dir": str(cell.dir.relative_to(runs)),
-               "command": cell.model.command(cell.dataset.given, display_path(cell.dir), cell.seed)}
+               "command": cell.model.command(display_dataset(cell.dataset), display_path(cell.dir), cell.seed)}
         records[cell.name] = rec
         if cell.name not in selected:
             rec["status"] = "skipped" if (cell.dir / METRICS_NAME).is_file() else "not selected"
