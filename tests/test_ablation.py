@@ -233,3 +233,22 @@ def test_zero_shot_refuses_a_transductive_model_on_another_catalogue(domains, tm
     finetune(src, tmp_path / "t", train, config_from_dict(UniSRecConfig, dict(mode="transductive", hidden_size=16, inner_size=16, n_experts=2)))
     with pytest.raises(UserError, match="catalogue"):
         evaluate_dir(str(tmp_path / "t"), "test", (10,), dataset=str(tgt), device="cpu")
+
+
+def test_benchmark_specs_load_with_valid_options():
+    from pathlib import Path
+
+    from unisrec.benchmark.runner import cell_configs
+    from unisrec.benchmark.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
+    abl = load_spec(root / "ablation.yaml")
+    assert list(abl.models) == ["UniSRec", "without PT", "without S-S", "without S-I", "without PW", "without MoE"]
+    assert [m.role for m in abl.models.values()] == ["ours"] + ["baseline"] * 5
+    assert abl.models["without PT"].pretrained is None and all(m.pretrained for k, m in abl.models.items() if k != "without PT")
+    src = load_spec(root / "pretrain_sources.yaml")
+    assert list(src.models) == ["None", "Games", "Scientific", "All"] and src.models["None"].pretrained is None
+    for spec in (abl, src):
+        for m in spec.models.values():  # every option is a real flag of `unisrec finetune`
+            train, model = cell_configs(m, 2020, threads=1)
+            assert model.mode == "inductive" and train.epochs == 300
