@@ -223,16 +223,27 @@ def test_pretrain_without_ss_logs_only_si_and_zero_shot_evaluates(domains, tmp_p
     assert 0.0 <= got["ndcg@10"] <= got["recall@10"] <= got["recall@20"] <= 1.0
 
 
-def test_zero_shot_refuses_a_transductive_model_on_another_catalogue(domains, tmp_path):
+@pytest.mark.parametrize("mode", ["inductive", "transductive"])
+def test_zero_shot_of_a_finetuned_model_only_without_id_table(domains, tmp_path, mode):
+    from unisrec.data.dataset import Dataset
     from unisrec.evaluation.cli import evaluate_dir
+    from unisrec.evaluation.metrics import evaluate_model
+    from unisrec.models.model_dir import load_model
     from unisrec.training.config import TrainConfig
     from unisrec.training.finetune import finetune
 
     src, tgt = domains
     train = TrainConfig(epochs=1, batch_size=128, progress=False, threads=1, eval_batch_size=64)
-    finetune(src, tmp_path / "t", train, config_from_dict(UniSRecConfig, dict(mode="transductive", hidden_size=16, inner_size=16, n_experts=2)))
-    with pytest.raises(UserError, match="catalogue"):
-        evaluate_dir(str(tmp_path / "t"), "test", (10,), dataset=str(tgt), device="cpu")
+    finetune(src, tmp_path / "m", train, config_from_dict(UniSRecConfig, dict(mode=mode, hidden_size=16, inner_size=16, n_experts=2)))
+    if mode == "transductive":  # an ID table belongs to the source catalogue
+        with pytest.raises(UserError, match="catalogue"):
+            evaluate_dir(str(tmp_path / "m"), "test", (10,), dataset=str(tgt), device="cpu")
+        return
+    got = evaluate_dir(str(tmp_path / "m"), "test", (10,), dataset=str(tgt), device="cpu")
+    ds = Dataset.load(tgt)
+    m = load_model(tmp_path / "m")
+    m.set_item_features(np.array(ds.features(), dtype=np.float32))
+    assert got == evaluate_model(m, ds, "test", (10,))
 
 
 def test_benchmark_specs_load_with_valid_options():
