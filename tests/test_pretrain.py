@@ -216,3 +216,17 @@ def test_multidomain_offsets_feature_rows_and_word_drop_rows(domains, tmp_path):
     c = make_domain(tmp_path / "c", "c", dim=8, seed=3)
     with pytest.raises(DatasetError, match="dim"):
         MultiDomainCorpus([a, Dataset.load(c)])
+
+
+def test_cli_model_flags_reach_the_pretrained_architecture(domains, tmp_path):
+    from unisrec.cli import main
+
+    out = tmp_path / "o"
+    args = ["pretrain", *map(str, domains), "--output", str(out), "--max-steps", "1", "--batch-size", "64",
+            "--hidden-size", "16", "--inner-size", "16", "--n-experts", "2", "--whitening", "false", "--temperature", "0.1",
+            "--no-progress"]
+    assert main(args) == 0
+    model = json.loads((out / "config.json").read_text())["model"]
+    assert model["encoder"]["hidden_size"] == 16 and model["n_experts"] == 2 and model["whitening"] is False
+    assert model["temperature"] == 0.1 and model["mode"] == "inductive"
+    assert json.loads((out / "config.json").read_text())["pretraining"]["config"]["temperature"] == 0.1

@@ -30,7 +30,7 @@ COMMAND_MODULES = (
 )
 
 # commands whose flags come from classes that import torch: built in full only when run
-HEAVY_COMMANDS = {"unisrec.training.cli": ("finetune", "train")}
+HEAVY_COMMANDS = {"unisrec.training.cli": ("finetune", "train", "pretrain")}
 
 DESCRIPTION = """\
 Transferable, text-based sequential recommendation (UniSRec, KDD 2022).

@@ -103,7 +103,10 @@ def load_configs(classes: tuple[type, ...], path: str | Path | None = None, over
     """Defaults <- YAML file ``path`` <- ``overrides`` (None = not given), for several config classes
     at once: each flat key goes to the class that owns it (e.g. ``lr`` to TrainConfig,
     ``hidden_size`` to a model config's encoder)."""
-    owners = {name: owner for cls in classes for name, owner in option_fields(cls).items()}
+    owners: dict[str, tuple[type, dataclasses.Field]] = {}
+    for cls in classes:  # a name several classes share is typed by the first; each class takes the value
+        for name, owner in option_fields(cls).items():
+            owners.setdefault(name, owner)
     values: dict[str, Any] = {}
     if path is not None:
         for k, v in _read_yaml(Path(path)).items():
@@ -143,10 +146,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, *classes: type, skip: 
     `--config`. ``Literal`` fields list their choices; a bool flag alone means true."""
     if not any(a.dest == "config" for a in parser._actions):
         parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options; flags override it")
+    seen = set(skip)
     for cls in classes:
         for name, (owner, f) in option_fields(cls).items():
-            if name in skip:
+            if name in seen:  # skipped, or already a flag of an earlier class (one flag sets both)
                 continue
+            seen.add(name)
             tp = _field_type(owner, f)
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]

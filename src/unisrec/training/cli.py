@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from unisrec.config import add_config_arguments, configs_from_args
+from unisrec.config import add_config_arguments, configs_from_args, option_fields
 
 PRETRAIN_EPILOG = """\
 examples:
@@ -62,7 +62,10 @@ def register(subparsers: argparse._SubParsersAction, full: bool = True) -> None:
     )
     p.add_argument("datasets", nargs="+", metavar="DIR", help="dataset directories (source domains)")
     p.add_argument("--output", "-o", required=True, metavar="CKPT_DIR", help="checkpoint directory")
-    add_config_arguments(p, PretrainConfig, skip=("resume",))
+    if full:  # the architecture (and ablation switches) of the model to pre-train; mode is always inductive
+        add_config_arguments(p, PretrainConfig, registry.get("unisrec").config_class, skip=("resume", "mode"))
+    else:
+        add_config_arguments(p, PretrainConfig, skip=("resume",))
     p.add_argument("--resume", action="store_true", default=None, help="continue from CKPT_DIR's last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_pretrain)
@@ -91,9 +94,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from unisrec.config import config_from_args
+    from unisrec.models.unisrec import UniSRecConfig
     from unisrec.training.config import PretrainConfig
     from unisrec.training.pretrain import pretrain
 
-    pretrain(args.datasets, args.output, config_from_args(PretrainConfig, args), show_progress=not args.no_progress)
+    config, model = configs_from_args((PretrainConfig, UniSRecConfig), args)  # --temperature sets both
+    given = any(getattr(args, n, None) is not None for n in option_fields(UniSRecConfig) if n not in ("mode", "temperature"))
+    pretrain(args.datasets, args.output, config, model if given else None, show_progress=not args.no_progress)
     return 0
