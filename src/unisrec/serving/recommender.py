@@ -104,33 +104,9 @@ class Catalogue:
 
 
 def adapted_item_table(model: Any, features: Any, item_ids: torch.Tensor | None = None, chunk: int = 65536) -> torch.Tensor:
-    """Eq. (3) + Eq. (12): ``v_i = MoEAdaptor(x_i) (+ e_i)`` for every row of ``features``, in chunks.
-
-    ``features`` may be a memory-mapped (N, text_dim) array; it is read ``chunk`` rows at a time so a
-    million-item catalogue never materialises the adaptor's (N, experts, d) intermediate.
-    ``item_ids`` gives each row's index into the transductive ID table (row ``r`` -> ``r`` when
-    None); a value of -1 marks a row without an ID embedding (a new item: ``e_i = 0``).
-    """
-    device = next(model.parameters()).device
-    n = features.shape[0]
-    out = torch.empty(n, model.config.hidden_size, dtype=torch.float32, device=device)
-    id_table = model.item_id_embedding.weight if model.item_id_embedding is not None else None
-    starts = range(0, n, chunk)
-    if len(starts) > 4:  # a large catalogue: minutes on a small CPU
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=f"adapt {n:,} items", unit="chunk")
-    with torch.inference_mode():
-        for a in starts:
-            b = min(n, a + chunk)
-            x = torch.from_numpy(np.array(features[a:b], dtype=np.float32)).to(device)  # a copy: mmaps are read-only
-            v = model.adaptor(x)
-            if id_table is not None:
-                rows = torch.arange(a, b, device=device) if item_ids is None else item_ids[a:b].to(device)
-                has_id = (rows >= 0) & (rows < id_table.shape[0])
-                v[has_id] += id_table[rows[has_id]]
-            out[a:b] = v
-    return out
+    """Eq. (3) + Eq. (12) for every row of ``features``: the model's own
+    :meth:`~unisrec.models.unisrec.UniSRec.item_table_from_features` (chunked, no grad)."""
+    return model.item_table_from_features(features, item_ids=item_ids, chunk=chunk)
 
 
 def _normalise(vectors: torch.Tensor) -> torch.Tensor:
