@@ -244,14 +244,73 @@ def _catalogue_id_chars(recommender: Recommender) -> int:
     return max((len(i) for i in recommender.item_ids()), default=0)
 
 
-# ----------------------------------------------------------------- the app
-def create_app(recommender: Recommender, settings: ServerSettings | None = None, **overrides: Any) -> FastAPI:
-    """The FastAPI app. ``settings`` (or keyword overrides of its fields) bound every request;
-    histories longer than the model's ``max_seq_length`` but within ``max_history`` are accepted and
-    cut to their latest items."""
-    cfg = replace(settings or ServerSettings(), **overrides)
-    cfg.check()
-    max_catalogue = cfg.max_catalogue_items or recommender.num_items + CATALOGUE_HEADROOM
+# ----------------------------------------------------------------- error handlers
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    bad_json = [err for err in exc.errors() if err.get("type") == "json_invalid"]
+    if bad_json:
+        at = bad_json[0].get("loc", ("body", "?"))[-1]
+        msg = bad_json[0].get("ctx", {}).get("error", "JSON decode error")
+        return _error(400, "malformed_json", f"request body is not valid JSON: {msg} at character {at}")
+    return _error(422, "invalid_request", _validation_detail(exc))
+
+
+async def _on_api_error(request: Request, exc: ApiError) -> Response:
+    return _error(exc.status, exc.code, exc.detail, headers=exc.headers)
+
+
+async def _on_unknown_items(request: Request, exc: UnknownItemsError) -> Response:
+    return _error(422, "unknown_items", str(exc), unknown_ids=exc.ids)
+
+
+async def _on_full(request: Request, exc: CatalogueFullError) -> Response:
+    return _error(409, "catalogue_full", f"{exc} (--max-catalogue-items)")
+
+
+async def _on_invalid(request: Request, exc: InvalidRequest) -> Response:
+    return _error(422, "bad_request", str(exc))
+
+
+async def _on_no_encoder(request: Request, exc: TextEncoderUnavailable) -> Response:
+    log.warning("text encoding unavailable: %s", exc)  # the full message names paths: log only
+    return _error(501, "no_text_encoder", "this server cannot encode item texts (its model records no usable "
+                  "text encoder; see the server log)")
+
+
+async def _on_busy(request: Request, exc: ServerBusy) -> Response:
+    return _error(503, "busy", f"the server is busy ({exc}); retry in {exc.retry_after} s",
+                  headers={"Retry-After": str(exc.retry_after)})
+
+
+HTTP_ERROR_CODES = {400: "malformed_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+async def _on_http_error(request: Request, exc: HTTPException) -> Response:
+    code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _on_crash(request: Request, exc: Exception) -> Response:
+    # a bug: the message may hold server details (paths), so the client gets none of it
+    return _error(500, "internal_error", "internal server error; the server log has the details")
+
+
+ERROR_HANDLERS: dict[type[Exception], Any] = {
+    RequestValidationError: _on_validation_error,
+    ApiError: _on_api_error,
+    UnknownItemsError: _on_unknown_items,
+    CatalogueFullError: _on_full,
+    InvalidRequest: _on_invalid,
+    TextEncoderUnavailable: _on_no_encoder,
+    ServerBusy: _on_busy,
+    HTTPException: _on_http_error,
+    Exception: _on_crash,
+}
+
+
+# ----------------------------------------------------------------- request and reply bodies
+def _request_models(recommender: Recommender, cfg: ServerSettings) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``RecommendRequest`` and ``ItemsRequest``: built per app, as their limits (and the catalogue's
+    longest id) are part of both the validation and the OpenAPI schema."""
     id_chars = max(cfg.max_id_chars, _catalogue_id_chars(recommender))
     HistoryId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=id_chars), AfterValidator(_proper_unicode)]
     NewId = Annotated[HistoryId, AfterValidator(_not_blank)]
@@ -274,14 +333,6 @@ def create_app(recommender: Recommender, settings: ServerSettings | None = None,
             f"{cfg.max_text_chars} characters in all)",
         )
 
-    class Item(BaseModel):
-        id: str
-        score: float = Field(description="cosine(sequence, item) in [-1, 1]; the model's logit is score / temperature")
-        text: str
-
-    class RecommendResponse(BaseModel):
-        items: list[Item]
-
     class ItemsRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         items: dict[NewId, Text] = Field(
@@ -289,41 +340,153 @@ def create_app(recommender: Recommender, settings: ServerSettings | None = None,
             description=f"raw id -> text (at most {cfg.max_texts} items, {cfg.max_text_chars} characters of text in all)",
         )
 
-    class ItemsResponse(BaseModel):
-        added: int
-        updated: int
-        num_items: int
+    return RecommendRequest, ItemsRequest
 
-    class SearchHit(BaseModel):
-        id: str
-        text: str
 
-    class SearchResponse(BaseModel):
-        items: list[SearchHit] = Field(description="the first k matches, in catalogue order")
-        matches: int = Field(description="how many items match")
+# The reply models carry no docstrings: a docstring would become a "description" in the schema.
+class Item(BaseModel):
+    id: str
+    score: float = Field(description="cosine(sequence, item) in [-1, 1]; the model's logit is score / temperature")
+    text: str
 
-    class Limits(BaseModel):
-        max_history: int
-        max_k: int
-        max_texts: int
-        max_text_chars: int
-        max_catalogue_items: int
 
-    class BatchStats(BaseModel):
-        requests: int = Field(description="/recommend requests answered through micro-batches")
-        batches: int
-        largest: int
+class RecommendResponse(BaseModel):
+    items: list[Item]
 
-    class Health(BaseModel):
-        status: str
-        num_items: int
-        index: str
-        version: str
-        writes: str = Field(description="api_key: POST /items needs the key; open: loopback clients may write; disabled")
-        micro_batching: bool
-        batches: BatchStats | None = None
-        limits: Limits
 
+class ItemsResponse(BaseModel):
+    added: int
+    updated: int
+    num_items: int
+
+
+class SearchHit(BaseModel):
+    id: str
+    text: str
+
+
+class SearchResponse(BaseModel):
+    items: list[SearchHit] = Field(description="the first k matches, in catalogue order")
+    matches: int = Field(description="how many items match")
+
+
+class Limits(BaseModel):
+    max_history: int
+    max_k: int
+    max_texts: int
+    max_text_chars: int
+    max_catalogue_items: int
+
+
+class BatchStats(BaseModel):
+    requests: int = Field(description="/recommend requests answered through micro-batches")
+    batches: int
+    largest: int
+
+
+class Health(BaseModel):
+    status: str
+    num_items: int
+    index: str
+    version: str
+    writes: str = Field(description="api_key: POST /items needs the key; open: loopback clients may write; disabled")
+    micro_batching: bool
+    batches: BatchStats | None = None
+    limits: Limits
+
+
+# ----------------------------------------------------------------- what the routes share
+BEARER = HTTPBearer(auto_error=False, description=f"the server's API key (--api-key / {API_KEY_ENV})")
+KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="unisrec"'}
+
+
+class Service:
+    """The state behind one app's routes: the recommender, its limits, the write policy, the encode
+    gate and (with micro-batching on) the batcher."""
+
+    def __init__(self, recommender: Recommender, cfg: ServerSettings):
+        self.recommender = recommender
+        self.cfg = cfg
+        self.max_catalogue = cfg.max_catalogue_items or recommender.num_items + CATALOGUE_HEADROOM
+        self.expected_key = cfg.api_key.encode("utf-8") if cfg.api_key is not None else None
+        self.gate = EncodeGate(cfg.encode_concurrency, cfg.encode_queue)
+        self.batcher = None
+        if cfg.micro_batch:
+            self.batcher = MicroBatcher(self.run_batch, cfg.batch_max_size, cfg.batch_wait_ms / 1000, cfg.max_pending)
+
+    def run_batch(self, jobs: list[Job]) -> list[Any]:
+        """Worker thread: one forward for the batch; on an error, each job alone (isolates it)."""
+        try:
+            answers = self.recommender.recommend_batch(
+                [j.history for j in jobs], k=[j.k for j in jobs], exclude_seen=[j.exclude_seen for j in jobs]
+            )
+            return [orjson.dumps({"items": a}) for a in answers]
+        except Exception as exc:
+            if len(jobs) == 1:
+                return [exc]
+        return [self._run_alone(j) for j in jobs]
+
+    def _run_alone(self, job: Job) -> Any:
+        try:
+            return orjson.dumps({"items": self.recommender.recommend(job.history, k=job.k, exclude_seen=job.exclude_seen)})
+        except Exception as exc:
+            return exc
+
+    def require_writer(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+        api_key: Annotated[str | None, Depends(KEY_HEADER)],
+    ) -> None:
+        """Dependency of POST /items: the API key where one is set, else the --allow-writes rule."""
+        if self.expected_key is None:
+            self._check_open_writes(request)
+            return
+        offered = [c for c in (credentials.credentials if credentials else None, api_key) if c]
+        if not offered:
+            raise ApiError(401, "unauthorized", "POST /items needs the API key: send 'Authorization: Bearer KEY' "
+                           "or 'X-API-Key: KEY'", CHALLENGE)
+        # header values arrive latin-1 decoded: compare the raw bytes, in constant time
+        if not any(hmac.compare_digest(c.encode("latin-1"), self.expected_key) for c in offered):
+            raise ApiError(401, "unauthorized", "the API key is wrong", CHALLENGE)
+
+    def _check_open_writes(self, request: Request) -> None:
+        if not self.cfg.allow_writes:
+            raise ApiError(403, "writes_disabled", WRITES_DISABLED)
+        if request.client is None or not is_loopback(request.client.host):
+            raise ApiError(403, "writes_disabled", "this server accepts writes without an API key from loopback "
+                           f"clients only; set --api-key or {API_KEY_ENV} to accept them from elsewhere")
+
+    def check_text_budget(self, texts: Any) -> None:
+        chars = sum(len(t) for t in texts)
+        if chars > self.cfg.max_text_chars:
+            raise ApiError(413, "too_much_text", f"the request's texts hold {chars} characters; at most "
+                           f"{self.cfg.max_text_chars} may be encoded per request (--max-text-chars)")
+
+    def health(self) -> dict:  # GET /health itself: a docstring would change the schema
+        cfg, batcher = self.cfg, self.batcher
+        return {
+            "status": "ok",
+            "num_items": self.recommender.num_items,
+            "index": self.recommender.index_kind,
+            "version": _version(),
+            "writes": "api_key" if self.expected_key is not None else "open" if cfg.allow_writes else "disabled",
+            "micro_batching": batcher is not None,
+            "batches": {"requests": batcher.requests, "batches": batcher.batches, "largest": batcher.largest} if batcher else None,
+            "limits": {"max_history": cfg.max_history, "max_k": cfg.max_k, "max_texts": cfg.max_texts,
+                       "max_text_chars": cfg.max_text_chars, "max_catalogue_items": self.max_catalogue},
+        }
+
+
+# ----------------------------------------------------------------- the app
+def create_app(recommender: Recommender, settings: ServerSettings | None = None, **overrides: Any) -> FastAPI:
+    """The FastAPI app. ``settings`` (or keyword overrides of its fields) bound every request;
+    histories longer than the model's ``max_seq_length`` but within ``max_history`` are accepted and
+    cut to their latest items."""
+    cfg = replace(settings or ServerSettings(), **overrides)
+    cfg.check()
+    service = Service(recommender, cfg)
     app = FastAPI(
         title="unisrec",
         summary="Sequential recommendation from item text (UniSRec, KDD 2022)",
@@ -332,141 +495,55 @@ def create_app(recommender: Recommender, settings: ServerSettings | None = None,
     )
     app.state.recommender = recommender
     app.state.settings = cfg
+    app.state.encode_gate = service.gate
+    app.state.batcher = service.batcher
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes)
-    gate = EncodeGate(cfg.encode_concurrency, cfg.encode_queue)
-    app.state.encode_gate = gate
+    if service.batcher is not None:
+        app.router.on_shutdown.append(service.batcher.close)
+    for exc_type, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(exc_type, handler)
+    recommend_request, items_request = _request_models(recommender, cfg)
+    _add_recommend_route(app, service, recommend_request)
+    _add_item_routes(app, service, items_request)
+    app.get("/health", response_model=Health)(service.health)
+    _add_demo_page(app)
+    return app
 
-    def run_batch(jobs: list[Job]) -> list[Any]:
-        """Worker thread: one forward for the batch; on an error, each job alone (isolates it)."""
-        try:
-            answers = recommender.recommend_batch(
-                [j.history for j in jobs], k=[j.k for j in jobs], exclude_seen=[j.exclude_seen for j in jobs]
-            )
-            return [orjson.dumps({"items": a}) for a in answers]
-        except Exception as exc:
-            if len(jobs) == 1:
-                return [exc]
-        out: list[Any] = []
-        for j in jobs:
-            try:
-                out.append(orjson.dumps({"items": recommender.recommend(j.history, k=j.k, exclude_seen=j.exclude_seen)}))
-            except Exception as exc:
-                out.append(exc)
-        return out
 
-    batcher = None
-    if cfg.micro_batch:
-        batcher = MicroBatcher(run_batch, cfg.batch_max_size, cfg.batch_wait_ms / 1000, cfg.max_pending)
-        app.router.on_shutdown.append(batcher.close)
-    app.state.batcher = batcher
+# The routes are defined inside these functions because their request types are built per app.
+def _add_recommend_route(app: FastAPI, service: Service, RecommendRequest: type[BaseModel]) -> None:
+    rec = service.recommender
 
-    # --------------------------------------------------------- error replies
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-        bad_json = [err for err in exc.errors() if err.get("type") == "json_invalid"]
-        if bad_json:
-            at = bad_json[0].get("loc", ("body", "?"))[-1]
-            msg = bad_json[0].get("ctx", {}).get("error", "JSON decode error")
-            return _error(400, "malformed_json", f"request body is not valid JSON: {msg} at character {at}")
-        return _error(422, "invalid_request", _validation_detail(exc))
-
-    @app.exception_handler(ApiError)
-    async def on_api_error(request: Request, exc: ApiError) -> Response:
-        return _error(exc.status, exc.code, exc.detail, headers=exc.headers)
-
-    @app.exception_handler(UnknownItemsError)
-    async def on_unknown_items(request: Request, exc: UnknownItemsError) -> Response:
-        return _error(422, "unknown_items", str(exc), unknown_ids=exc.ids)
-
-    @app.exception_handler(CatalogueFullError)
-    async def on_full(request: Request, exc: CatalogueFullError) -> Response:
-        return _error(409, "catalogue_full", f"{exc} (--max-catalogue-items)")
-
-    @app.exception_handler(InvalidRequest)
-    async def on_invalid(request: Request, exc: InvalidRequest) -> Response:
-        return _error(422, "bad_request", str(exc))
-
-    @app.exception_handler(TextEncoderUnavailable)
-    async def on_no_encoder(request: Request, exc: TextEncoderUnavailable) -> Response:
-        log.warning("text encoding unavailable: %s", exc)  # the full message names paths: log only
-        return _error(501, "no_text_encoder", "this server cannot encode item texts (its model records no usable "
-                      "text encoder; see the server log)")
-
-    @app.exception_handler(ServerBusy)
-    async def on_busy(request: Request, exc: ServerBusy) -> Response:
-        return _error(503, "busy", f"the server is busy ({exc}); retry in {exc.retry_after} s",
-                      headers={"Retry-After": str(exc.retry_after)})
-
-    @app.exception_handler(HTTPException)
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        code = {400: "malformed_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
-            exc.status_code, "http_error"
-        )
-        return _error(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def on_crash(request: Request, exc: Exception) -> Response:
-        # a bug: the message may hold server details (paths), so the client gets none of it
-        return _error(500, "internal_error", "internal server error; the server log has the details")
-
-    # --------------------------------------------------------- checks
-    bearer = HTTPBearer(auto_error=False, description=f"the server's API key (--api-key / {API_KEY_ENV})")
-    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
-    expected_key = cfg.api_key.encode("utf-8") if cfg.api_key is not None else None
-
-    def require_writer(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-        api_key: Annotated[str | None, Depends(key_header)],
-    ) -> None:
-        if expected_key is None:
-            if not cfg.allow_writes:
-                raise ApiError(403, "writes_disabled", WRITES_DISABLED)
-            if request.client is None or not is_loopback(request.client.host):
-                raise ApiError(403, "writes_disabled", "this server accepts writes without an API key from loopback "
-                               f"clients only; set --api-key or {API_KEY_ENV} to accept them from elsewhere")
-            return
-        offered = [c for c in (credentials.credentials if credentials else None, api_key) if c]
-        challenge = {"WWW-Authenticate": 'Bearer realm="unisrec"'}
-        if not offered:
-            raise ApiError(401, "unauthorized", "POST /items needs the API key: send 'Authorization: Bearer KEY' "
-                           "or 'X-API-Key: KEY'", challenge)
-        # header values arrive latin-1 decoded: compare the raw bytes, in constant time
-        if not any(hmac.compare_digest(c.encode("latin-1"), expected_key) for c in offered):
-            raise ApiError(401, "unauthorized", "the API key is wrong", challenge)
-
-    def check_text_budget(texts: Any) -> None:
-        chars = sum(len(t) for t in texts)
-        if chars > cfg.max_text_chars:
-            raise ApiError(413, "too_much_text", f"the request's texts hold {chars} characters; at most "
-                           f"{cfg.max_text_chars} may be encoded per request (--max-text-chars)")
-
-    # --------------------------------------------------------- endpoints
     @app.post("/recommend", response_model=RecommendResponse, responses=_errors(400, 413, 422, 501, 503))
-    async def recommend(req: RecommendRequest) -> Response:
+    async def recommend(req: RecommendRequest) -> Response:  # type: ignore[valid-type]
         """Top-k items for one history (cosine ranking of the model, Eq. 11/12)."""
         texts = req.item_texts or {}
-        check_text_budget(texts.values())
-        unknown = recommender.unknown_ids(req.history, texts)
+        service.check_text_budget(texts.values())
+        unknown = rec.unknown_ids(req.history, texts)
         if unknown:
             raise UnknownItemsError(unknown)
-        if any(h not in recommender for h in req.history):  # unknown ids with text: run the encoder
-            async with gate.slot():
-                items = await run_in_threadpool(recommender.recommend, req.history, req.k, req.exclude_seen, texts)
+        if any(h not in rec for h in req.history):  # unknown ids with text: run the encoder
+            async with service.gate.slot():
+                items = await run_in_threadpool(rec.recommend, req.history, req.k, req.exclude_seen, texts)
             return JSONBody({"items": items})
-        if batcher is not None:
-            return Response(await batcher.submit(req.history, req.k, req.exclude_seen), media_type="application/json")
-        items = await run_in_threadpool(recommender.recommend, req.history, req.k, req.exclude_seen)
+        if service.batcher is not None:
+            answer = await service.batcher.submit(req.history, req.k, req.exclude_seen)
+            return Response(answer, media_type="application/json")  # already JSON bytes (run_batch)
+        items = await run_in_threadpool(rec.recommend, req.history, req.k, req.exclude_seen)
         return JSONBody({"items": items})
 
-    @app.post("/items", response_model=ItemsResponse, dependencies=[Depends(require_writer)],
+
+def _add_item_routes(app: FastAPI, service: Service, ItemsRequest: type[BaseModel]) -> None:
+    rec, cfg = service.recommender, service.cfg
+
+    @app.post("/items", response_model=ItemsResponse, dependencies=[Depends(service.require_writer)],
               responses=_errors(400, 401, 403, 409, 413, 422, 501, 503))
-    async def add_items(req: ItemsRequest) -> dict:
+    async def add_items(req: ItemsRequest) -> dict:  # type: ignore[valid-type]
         """Add items (or replace their text); they are recommendable as soon as this returns.
         Needs the API key."""
-        check_text_budget(req.items.values())
-        async with gate.slot():
-            return await run_in_threadpool(recommender.add_items, req.items, None, max_catalogue)
+        service.check_text_budget(req.items.values())
+        async with service.gate.slot():
+            return await run_in_threadpool(rec.add_items, req.items, None, service.max_catalogue)
 
     @app.get("/items/search", response_model=SearchResponse, responses=_errors(422))
     def search(
@@ -476,25 +553,8 @@ def create_app(recommender: Recommender, settings: ServerSettings | None = None,
         """Catalogue items whose id or text contains every word of ``q`` (case-insensitive)."""
         if not q.split():
             return {"items": [], "matches": 0}
-        found, total = recommender.search(q, k)
+        found, total = rec.search(q, k)
         return {"items": found, "matches": total}
-
-    @app.get("/health", response_model=Health)
-    def health() -> dict:
-        return {
-            "status": "ok",
-            "num_items": recommender.num_items,
-            "index": recommender.index_kind,
-            "version": _version(),
-            "writes": "api_key" if expected_key is not None else "open" if cfg.allow_writes else "disabled",
-            "micro_batching": batcher is not None,
-            "batches": {"requests": batcher.requests, "batches": batcher.batches, "largest": batcher.largest} if batcher else None,
-            "limits": {"max_history": cfg.max_history, "max_k": cfg.max_k, "max_texts": cfg.max_texts,
-                       "max_text_chars": cfg.max_text_chars, "max_catalogue_items": max_catalogue},
-        }
-
-    _add_demo_page(app)
-    return app
 
 
 # ----------------------------------------------------------------- the demo page
