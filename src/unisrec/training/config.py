@@ -38,6 +38,8 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     eval_batch_size: int = field(default=4096, metadata={"help": "histories per full-ranking evaluation batch"})
     ks: list[int] = field(default_factory=lambda: [10, 50], metadata={"help": "cut-offs K for Recall@K / NDCG@K"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "start from this model directory's weights (same model and shapes, e.g. a text model trained on another domain)"})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "max_history", "eval_batch_size"):

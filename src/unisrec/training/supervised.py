@@ -9,6 +9,9 @@ Adam, cross-entropy over every item of the domain (padding excluded), full-ranki
 epoch, early stopping on valid NDCG@10 (patience 10), the best weights restored for the test split,
 a per-epoch JSONL log, an exact resume state, and the model directory written at the end. The
 step itself is a batching strategy (``training.batching``); the epoch loop is ``training.loop``.
+A model class with a ``pretraining_task`` (S3-Rec) gets its own pre-training stage run to completion
+first (:func:`run_pretraining_stage`, OUTPUT/pretrain/); ``TrainConfig.init_from`` starts from another
+model directory's weights (:func:`load_init_weights`).
 
 Where this differs from the authors' release in *how* it computes (not what; docs/training.md):
 the item table is adapted once per step and gathered, all-item scores are one matmul with the loss
@@ -173,23 +176,115 @@ def train_model(name: str, dataset_dir: str | os.PathLike, output: str | os.Path
 
     spec = registry.get(name)
     output = Path(output)
-    train, model_config = resumed_configs(output, train or TrainConfig(), model_config or spec.config_class(), resume)
+    source = output  # stopped inside a model's own pre-training stage: that stage's state holds the configs
+    if resume and read_run_state(output) is None and read_run_state(output / PRETRAIN_DIR) is not None:
+        source = output / PRETRAIN_DIR
+    train, model_config = resumed_configs(source, train or TrainConfig(), model_config or spec.config_class(), resume)
     if train.batching == TrainConfig.batching and train.batching not in spec.batchings and spec.default_batching:
         train = replace(train, batching=spec.default_batching)  # e.g. BERT4Rec: its Cloze task
     if train.batching not in spec.batchings:
         raise UserError(f"model {name} does not support --batching {train.batching} (it supports: {', '.join(spec.batchings)})")
     ds = Dataset.load(dataset_dir)
     feature_name, feats = None, None
+    feature_info: dict[str, Any] = {}
     if spec.model_class.uses_text:
-        feature_name, _, feats = load_dataset_features(ds, train)
+        feature_name, feature_info, feats = load_dataset_features(ds, train)
     seed_everything(train.seed)
     try:
         model = spec.model_class.for_dataset(model_config, ds.num_items, None if feats is None else torch.from_numpy(feats))
     except ValueError as exc:
         raise UserError(f"model {name}: {exc}") from None
+    if train.init_from and not resume:
+        load_init_weights(model, train.init_from, name, feature_info)
     check_history(model, train)
     run_config = {"train": asdict(train), "model": asdict(model.config)}
+    if hasattr(model, "pretraining_task"):  # the model's own pre-training stage (S3-Rec), run to completion first
+        if run_pretraining_stage(model, ds, train, output / PRETRAIN_DIR, resume, run_config) is not None:
+            seed_everything(train.seed)  # fitting draws the same numbers whether the stage ran now or in an earlier sitting
+        resume = resume and read_run_state(output) is not None  # a stage finished just now: fitting starts fresh
     return fit(model, ds, train, output, feature_name=feature_name, extra={"run_config": run_config}, resume=resume)
+
+
+# ----------------------------------------------------------------------------------------------
+# A model's own pre-training stage.
+#
+# A model class may define ``pretraining_task(dataset, train_config, device)`` returning a task for
+# ``training.loop.train_loop`` (the loop's task protocol) or None. The task also names what to
+# optimise and for how long: ``module`` (an nn.Module holding the model and any extra heads),
+# ``epochs``, ``lr`` and ``time_limit_minutes`` (0 = none). ``train_model`` runs it to completion
+# before ``fit``, into OUTPUT/pretrain/ with its own resume state (``resume/``) and log
+# (``training_log.jsonl``); when it ends (its epochs, or its time cap) the model's weights go to
+# ``pretrain/model.safetensors`` and ``pretrain/done.json`` records how it ended. A resumed run
+# continues an unfinished stage and never repeats a finished one (it loads those weights instead).
+PRETRAIN_DIR = "pretrain"
+
+
+def run_pretraining_stage(model: Any, dataset: Any, config: TrainConfig, output: Path, resume: bool,
+                          run_config: dict[str, Any]) -> dict[str, Any] | None:
+    """Run ``model.pretraining_task`` to completion in ``output`` (see above); returns done.json's content."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from unisrec.data.dataset import write_json
+    from unisrec.training.state import cpu_state
+
+    ctx = DistContext(device=resolve_device(config.device))
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    done = output / "done.json"
+    if done.is_file():
+        if not resume:
+            raise UserError(f"{output.parent} holds a run ({output}); pass --resume or choose a new --output")
+        model.load_state_dict(load_file(str(output / "model.safetensors")))
+        RunLog(output.parent, progress=False).say(f"pre-training stage already finished ({output}); not repeated")
+        return json.loads(done.read_text())
+    task = model.pretraining_task(dataset, config, ctx.device)
+    if task is None:
+        return None
+    saved = read_run_state(output)
+    if saved is not None and not resume:
+        raise UserError(f"{output.parent} holds an unfinished run ({output / 'resume'}); pass --resume or choose a new --output")
+    if resume and saved is None and read_run_state(output.parent) is None:
+        raise UserError(f"--resume: {output.parent} has no resume state to continue from")
+    output.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.Adam([p for p in task.module.parameters() if p.requires_grad], lr=task.lr)
+    log = RunLog(output, progress=config.progress)
+    run = RunState(early_stopping=EarlyStopping(config.patience), config=run_config)
+    if saved is not None:
+        run, _ = restore_run_state(output, task.module, optimizer, ctx)
+        log.say(f"resuming the pre-training stage in {output} after epoch {run.epoch}")
+    log.start(run.global_step if saved is not None else None)
+    settings = LoopSettings(task.epochs, time_limit_minutes=task.time_limit_minutes)
+    reason, _ = train_loop(task, task.module, optimizer, run, settings, ctx, log, output)
+    save_file(cpu_state(model), str(output / "model.safetensors"))
+    info = {"stop_reason": reason, "epochs_run": run.epoch, "steps": run.global_step, "seconds": run.elapsed}
+    write_json(done, info)
+    log.say(f"pre-training stage done: {run.epoch} epochs ({reason})")
+    return info
+
+
+def load_init_weights(model: Any, source: str | os.PathLike, name: str, feature_info: dict[str, Any]) -> None:
+    """``--init-from``: load a model directory's weights into the fresh ``model``; every tensor must
+    exist on both sides with the same shape (so an ID model never starts from another catalogue),
+    and a text model's directory must have been trained on vectors of the same text encoder."""
+    from unisrec.models.checkpoint import load_checkpoint
+    from unisrec.models.model_dir import read_model_config
+
+    cfg = read_model_config(source)
+    _, state = load_checkpoint(source, name)  # also refuses another model type
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise UserError(f"--init-from {source}: its weights do not fit this {name} model (missing: {missing or '-'}; "
+                        f"unexpected: {unexpected or '-'}; shape saved vs here: {shapes or '-'}); the architecture flags "
+                        "must match, and a model with per-item weights cannot start from another catalogue")
+    theirs, ours = (cfg.get("encoder") or {}).get("encoder"), feature_info.get("encoder")
+    if model.uses_text and theirs != ours:
+        raise UserError(f"--init-from {source}: it was trained on text vectors of encoder {theirs!r}, "
+                        f"this dataset's feature set is from {ours!r}; encode both with the same encoder")
+    model.load_state_dict(state, strict=False)
 
 
 def check_history(model: Any, train: TrainConfig) -> None:
