@@ -85,6 +85,18 @@ def test_gradients_reach_both_streams():
     assert not model.item_features.requires_grad  # the text vectors stay frozen
 
 
+def test_random_features_reproduce_the_release_and_survive_a_reload(tmp_path):
+    torch.manual_seed(1)
+    enc = EncoderConfig(hidden_size=16, n_heads=2, inner_size=16, max_seq_length=8)
+    model = FDSA.for_dataset(FDSAConfig(encoder=enc, random_features=True), N, torch.ones(N + 1, TEXT_DIM))
+    table = model.item_features.clone()
+    assert abs(float(table.std()) - 0.02) < 0.003  # N(0, 0.02) noise, not the given vectors
+    model.set_item_features(torch.full((N + 1, TEXT_DIM), 5.0))
+    assert torch.equal(model.item_features, table)
+    model.save_pretrained(tmp_path / "m")
+    assert torch.equal(FDSA.from_pretrained(tmp_path / "m").item_features, table)  # saved with the weights
+
+
 def test_fdsa_needs_features():
     with pytest.raises(UserError, match="text features"):
         FDSA.for_dataset(FDSAConfig(), N, None)

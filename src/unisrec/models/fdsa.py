@@ -28,6 +28,12 @@ therefore not offered.
 Text features are a frozen (num_items + 1, text_dim) table given with :meth:`FDSA.set_item_features`
 (row 0 = padding); they are not parameters and are not written to ``model.safetensors`` (the model
 directory keeps them in its catalogue, as for UniSRec).
+
+``random_features`` reproduces an accident of the release: it holds the text vectors in an
+``nn.Embedding`` created before ``self.apply(_init_weights)``, which overwrites every
+``nn.Embedding`` with N(0, 0.02) noise, so the release's FDSA (frozen table) read fixed random
+codes, not text. With the option the feature table is such noise (drawn at construction from the
+seeded torch RNG, saved with the weights) and the dataset's vectors are ignored.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class FDSAConfig:
     """The release's props/FDSA.yaml: hidden 300, 2 layers, 2 heads, inner 256, dropout 0.5/0.5,
     GELU, adapter text_dim -> 300."""
 
+    random_features: bool = field(default=False, metadata={
+        "help": "feature stream reads a fixed N(0, 0.02) table instead of the text vectors (what the release's initialisation does)"})
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     text_dim: int = field(default=768, metadata={"derived": True})
     num_items: int = field(default=0, metadata={"derived": True})
@@ -79,7 +87,11 @@ class FDSA(SequentialRecommender):
         self.fusion = nn.Linear(2 * enc.hidden_size, enc.hidden_size)
         for module in (self.item_embedding, self.feature_layers, self.adapter, self.fusion):
             module.apply(lambda m: init_weights(m, enc.initializer_range))
-        self.register_buffer("item_features", torch.zeros(config.num_items + 1, config.text_dim), persistent=False)
+        if config.random_features:  # the release's table after its init: noise, kept with the weights
+            noise = torch.randn(config.num_items + 1, config.text_dim) * enc.initializer_range
+            self.register_buffer("item_features", noise, persistent=True)
+        else:
+            self.register_buffer("item_features", torch.zeros(config.num_items + 1, config.text_dim), persistent=False)
 
     @classmethod
     def for_dataset(cls, config: FDSAConfig, num_items: int, features: Any = None) -> "FDSA":
@@ -91,11 +103,13 @@ class FDSA(SequentialRecommender):
         return model
 
     def set_item_features(self, features: Any) -> None:
-        """The frozen (num_items + 1, text_dim) text vectors, row 0 = padding."""
+        """The frozen (num_items + 1, text_dim) text vectors, row 0 = padding (checked, then ignored
+        with ``random_features``)."""
         feats = torch.as_tensor(features, dtype=torch.float32)
         if feats.ndim != 2 or feats.shape != (self.num_items + 1, self.config.text_dim):
             raise ValueError(f"features of shape {tuple(feats.shape)} do not match ({self.num_items + 1}, {self.config.text_dim})")
-        self.item_features = feats.to(self.item_features.device)
+        if not self.config.random_features:
+            self.item_features = feats.to(self.item_features.device)
 
     @property
     def num_items(self) -> int:
