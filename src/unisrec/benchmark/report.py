@@ -352,6 +352,6 @@ def write_report(result: dict[str, Any], stem: str | os.PathLike, title: str | N
     if pngs:
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
     md.write_text(text, encoding="utf-8")
-    public = {k: v for k, v in result.items() if k != "curves"}
+    public = {"title": title, "note": note, **{k: v for k, v in result.items() if k != "curves"}}
     js.write_text(json.dumps(_json_safe(public), indent=2) + "\n", encoding="utf-8")
     return [md, js, *pngs]
