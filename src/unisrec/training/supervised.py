@@ -52,7 +52,8 @@ class SupervisedTask:
 
     def __post_init__(self) -> None:
         strategy = STRATEGIES[self.config.batching]
-        self.batching = strategy(self.dataset, self.config.max_history, self.config.batch_size)
+        extra = {"cap": self.config.max_targets_per_window} if self.config.batching == "every-position" else {}
+        self.batching = strategy(self.dataset, self.config.max_history, self.config.batch_size, **extra)
         self.valid = self.dataset.examples("valid", self.config.max_history)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
