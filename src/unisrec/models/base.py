@@ -16,6 +16,7 @@ interface, so a new model is one file in ``models/`` (a config dataclass nesting
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,14 +45,38 @@ class SequentialRecommender(nn.Module):
         return int(self.config.encoder.max_seq_length)
 
     @classmethod
-    def for_dataset(cls, config: Any, num_items: int, features: torch.Tensor | None = None) -> "SequentialRecommender":
-        """A fresh model for a domain of ``num_items`` items (and their text ``features``)."""
-        raise NotImplementedError
+    def for_dataset(cls, config: Any, num_items: int, features: Any = None) -> "SequentialRecommender":
+        """A fresh model for a domain of ``num_items`` items: the config's ``num_items`` (if it has one)
+        set, and for a text model its ``text_dim`` from ``features``, which it then holds."""
+        changes = {"num_items": num_items} if "num_items" in {f.name for f in dataclasses.fields(config)} else {}
+        if not cls.uses_text:
+            return cls(dataclasses.replace(config, **changes))
+        if features is None:
+            raise UserError(f"{cls.__name__} needs the dataset's text features; run `unisrec encode` first")
+        feats = torch.as_tensor(features, dtype=torch.float32)
+        model = cls(dataclasses.replace(config, **changes, text_dim=int(feats.shape[1])))
+        model.set_item_features(feats)
+        return model
+
+    def feature_rows(self) -> int | None:
+        """How many feature rows (items + padding) a text model needs; None = any catalogue."""
+        return None
+
+    def checked_features(self, features: Any) -> torch.Tensor:
+        """``features`` as float32, or a ValueError when the shape does not fit this model."""
+        feats = torch.as_tensor(features, dtype=torch.float32)
+        if feats.ndim != 2 or feats.shape[1] != self.config.text_dim:
+            raise ValueError(f"features of shape {tuple(feats.shape)} do not match text_dim {self.config.text_dim}")
+        rows = self.feature_rows()
+        if rows is not None and feats.shape[0] != rows:
+            raise ValueError(f"{feats.shape[0] - 1} items of features do not match the model's {rows - 1} items")
+        return feats
 
     def set_item_features(self, features: Any) -> None:
-        """Text models take their frozen (num_items + 1, text_dim) feature table here."""
-        if self.uses_text:
-            raise NotImplementedError(f"{type(self).__name__} uses text features but does not take them")
+        """Text models take their frozen (num_items + 1, text_dim) feature table here (row 0 = padding)."""
+        if not self.uses_text:
+            raise NotImplementedError(f"{type(self).__name__} does not read text features")
+        self.item_features = self.checked_features(features).to(self.item_features.device)
 
     # ----------------------------------------------------------- save / load
     def save_pretrained(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

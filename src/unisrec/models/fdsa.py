@@ -38,7 +38,6 @@ seeded torch RNG, saved with the weights) and the dataset's vectors are ignored.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisrec.errors import UserError
 from unisrec.models.base import SequentialRecommender
 from unisrec.models.encoder import EncoderConfig, SequenceEncoder, TransformerLayer, causal_padding_mask, check_sizes, init_weights
 
@@ -93,21 +91,14 @@ class FDSA(SequentialRecommender):
         else:
             self.register_buffer("item_features", torch.zeros(config.num_items + 1, config.text_dim), persistent=False)
 
-    @classmethod
-    def for_dataset(cls, config: FDSAConfig, num_items: int, features: Any = None) -> "FDSA":
-        if features is None:
-            raise UserError("FDSA needs the dataset's text features; run `unisrec encode` first")
-        feats = torch.as_tensor(features, dtype=torch.float32)
-        model = cls(dataclasses.replace(config, text_dim=int(feats.shape[1]), num_items=num_items))
-        model.set_item_features(feats)
-        return model
+
+    def feature_rows(self) -> int:
+        return self.num_items + 1
 
     def set_item_features(self, features: Any) -> None:
         """The frozen (num_items + 1, text_dim) text vectors, row 0 = padding (checked, then ignored
         with ``random_features``)."""
-        feats = torch.as_tensor(features, dtype=torch.float32)
-        if feats.ndim != 2 or feats.shape != (self.num_items + 1, self.config.text_dim):
-            raise ValueError(f"features of shape {tuple(feats.shape)} do not match ({self.num_items + 1}, {self.config.text_dim})")
+        feats = self.checked_features(features)
         if not self.config.random_features:
             self.item_features = feats.to(self.item_features.device)
 

@@ -18,7 +18,6 @@ for its sequences, but serving needs nothing but this folder.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path

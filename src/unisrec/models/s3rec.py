@@ -47,7 +47,6 @@ Differences from the release, on purpose (each keeps the objective's function):
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +55,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisrec.errors import UserError
 from unisrec.models.encoder import EncoderConfig, check_sizes, init_weights, length_buckets
 from unisrec.models.sasrec import SASRec
 
@@ -161,23 +159,10 @@ class S3Rec(SASRec):
         super().__init__(config)  # type: ignore[arg-type]  # SASRec reads encoder + num_items only
         self.register_buffer("item_features", torch.zeros(1, config.text_dim), persistent=False)
 
-    @classmethod
-    def for_dataset(cls, config: S3RecConfig, num_items: int, features: Any = None) -> "S3Rec":
-        if features is None:
-            raise UserError("S3-Rec needs the dataset's text features (its pre-training attributes); run `unisrec encode` first")
-        feats = torch.as_tensor(features, dtype=torch.float32)
-        model = cls(dataclasses.replace(config, num_items=num_items, text_dim=int(feats.shape[1])))
-        model.set_item_features(feats)
-        return model
 
-    def set_item_features(self, features: Any) -> None:
-        """The frozen (num_items + 1, text_dim) text vectors, row 0 = padding (read by pre-training only)."""
-        feats = torch.as_tensor(features, dtype=torch.float32)
-        if feats.ndim != 2 or feats.shape[1] != self.config.text_dim:
-            raise ValueError(f"features of shape {tuple(feats.shape)} do not match text_dim {self.config.text_dim}")
-        if feats.shape[0] != self.config.num_items + 1:
-            raise ValueError(f"{feats.shape[0] - 1} items of features but the ID table has {self.config.num_items}")
-        self.item_features = feats.to(self.item_features.device)
+    def feature_rows(self) -> int:
+        """One text vector (pre-training attribute) per item of the ID table, plus padding."""
+        return self.config.num_items + 1
 
     def pretraining_task(self, dataset: Any, train: Any, device: torch.device) -> "S3RecPretrainTask | None":
         """The self-supervised stage as a ``training.loop`` task (None when ``pretrain_epochs`` is 0)."""

@@ -11,9 +11,8 @@ a target, so this only removes a useless logit).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+
 
 import torch
 from torch import nn
@@ -45,10 +44,6 @@ class SASRec(SequentialRecommender):
         self.item_embedding = nn.Embedding(config.num_items + 1, config.encoder.hidden_size, padding_idx=0)
         init_weights(self.item_embedding, config.encoder.initializer_range)
         self.encoder = SequenceEncoder(config.encoder)
-
-    @classmethod
-    def for_dataset(cls, config: SASRecConfig, num_items: int, features: Any = None) -> "SASRec":
-        return cls(dataclasses.replace(config, num_items=num_items))
 
     @property
     def num_items(self) -> int:

@@ -11,7 +11,6 @@ model with :meth:`UniSRec.set_item_features` (row 0 = padding) and are not writt
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -80,26 +79,11 @@ class UniSRec(SequentialRecommender):
                 self.item_id_embedding.weight[0].zero_()
         self.register_buffer("item_features", torch.zeros(1, config.text_dim), persistent=False)
 
-    @classmethod
-    def for_dataset(cls, config: UniSRecConfig, num_items: int, features: Any = None) -> "UniSRec":
-        if features is None:
-            raise UserError("UniSRec needs the dataset's text features; run `unisrec encode` first")
-        feats = torch.as_tensor(features, dtype=torch.float32)
-        model = cls(dataclasses.replace(config, text_dim=int(feats.shape[1]), num_items=num_items))
-        model.set_item_features(feats)
-        return model
 
     # ------------------------------------------------------------------ items
-    def set_item_features(self, features: Any) -> None:
-        """The frozen text features x_i (Eq. 1) as a (num_items + 1, text_dim) table, row 0 = padding."""
-        feats = torch.as_tensor(features, dtype=torch.float32)
-        if feats.ndim != 2 or feats.shape[1] != self.config.text_dim:
-            raise ValueError(f"features of shape {tuple(feats.shape)} do not match text_dim {self.config.text_dim}")
-        if self.item_id_embedding is not None and feats.shape[0] != self.item_id_embedding.num_embeddings:
-            raise ValueError(
-                f"{feats.shape[0] - 1} items of features but the ID table has {self.item_id_embedding.num_embeddings - 1}"
-            )
-        self.item_features = feats.to(self.item_features.device)
+    def feature_rows(self) -> int | None:
+        """Transductive: one text vector per row of the ID table; inductive: any catalogue."""
+        return None if self.item_id_embedding is None else self.item_id_embedding.num_embeddings
 
     @property
     def num_items(self) -> int:

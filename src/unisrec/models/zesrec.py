@@ -23,14 +23,12 @@ authors ran it; its Bayesian-style regularisation of ID offsets is absent (there
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+
 
 import torch
 from torch import nn
 
-from unisrec.errors import UserError
 from unisrec.models.base import SequentialRecommender
 from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, init_weights
 
@@ -71,21 +69,7 @@ class ZESRec(SequentialRecommender):
         self.encoder = SequenceEncoder(config.encoder)
         self.register_buffer("item_features", torch.zeros(1, config.text_dim), persistent=False)
 
-    @classmethod
-    def for_dataset(cls, config: ZESRecConfig, num_items: int, features: Any = None) -> "ZESRec":
-        if features is None:
-            raise UserError("ZESRec needs the dataset's text features; run `unisrec encode` first")
-        feats = torch.as_tensor(features, dtype=torch.float32)
-        model = cls(dataclasses.replace(config, text_dim=int(feats.shape[1])))
-        model.set_item_features(feats)
-        return model
 
-    def set_item_features(self, features: Any) -> None:
-        """Any catalogue's frozen (num_items + 1, text_dim) text vectors, row 0 = padding."""
-        feats = torch.as_tensor(features, dtype=torch.float32)
-        if feats.ndim != 2 or feats.shape[1] != self.config.text_dim:
-            raise ValueError(f"features of shape {tuple(feats.shape)} do not match text_dim {self.config.text_dim}")
-        self.item_features = feats.to(self.item_features.device)
 
     @property
     def num_items(self) -> int:
