@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_load.py --duration 5 --clients 1,8,32
 
 Model: a Scientific-sized model directory -- the real catalogue (4,385 items, their texts and
-384-d all-MiniLM-L6-v2 features from the prepared dataset at --data, default /work/data/scientific
+384-d all-MiniLM-L6-v2 features from the prepared dataset at --data, default $UNISREC_DATA/scientific (else data/scientific)
 or ../shared/data/scientific) and a UniSRec with the paper's architecture (hidden 300, 2 layers,
 2 heads, 8 experts, 50 positions) and RANDOM weights, written with ``save_model_dir`` like a trained
 model. Latency does not depend on the weights' values. Requests are the dataset's test-split
@@ -31,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+import benchlib
+
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # never anything else: this is a load generator
-DATA_CANDIDATES = (Path("/work/data/scientific"), ROOT.parent / "shared" / "data" / "scientific")
+DATA_CANDIDATES = (benchlib.dataset_dir("scientific"), ROOT.parent / "shared" / "data" / "scientific")
 
 
 def build_model_dir(data: Path, work: Path, seed: int = 0) -> tuple[Path, list[list[str]]]:
