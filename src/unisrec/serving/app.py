@@ -19,6 +19,7 @@ requests arriving together share one sequence-encoder forward and one matmul in 
 Requests that need the text encoder pass a bounded gate instead. Nothing heavy runs on the event loop.
 """
 
+import gc
 import hmac
 import ipaddress
 import logging
@@ -621,4 +622,9 @@ def serve(
     logging.basicConfig(level=log_level.upper() if isinstance(log_level, str) else log_level)
     log.info("serving %d items on %s:%d; POST /items: %s; micro-batching %s", rec.num_items, host, port, writes,
              "on" if cfg.micro_batch else "off")
+    # The model, catalogue and app objects live as long as the process: move them out of the garbage
+    # collector's generations, so a full collection no longer walks them. Measured (benchmarks/bench_load.py,
+    # 32 clients, idle 2 cores): ~70 ms pauses made p99 91 ms with p90 26 ms; frozen, p99 26 ms.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level=log_level)
