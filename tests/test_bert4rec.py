@@ -15,7 +15,7 @@ from unisrec.models import registry
 from unisrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from unisrec.models.encoder import EncoderConfig
 from unisrec.models.popularity import evaluate_popularity
-from unisrec.training.batching import ClozeBatching, training_sequences
+from unisrec.training.batching import ClozeBatching, ClozePrefixBatching, LastItemBatching, training_sequences
 from test_finetune import make_toy
 
 N = 30  # items of the hand-made models
@@ -140,20 +140,38 @@ def toy(tmp_path_factory):
     return path
 
 
+def test_cloze_prefix_samples_are_recboles_training_prefixes(toy):
+    ds = Dataset.load(toy)
+    prefix, per_user, last_item = ClozePrefixBatching(ds, 6, 64), ClozeBatching(ds, 6, 64), LastItemBatching(ds, 6, 64)
+    # one sample per training target: the history before it (targets dropped), windowed like last-item's
+    assert prefix.num_targets == last_item.num_targets > 3 * per_user.num_targets
+    assert np.array_equal(prefix.sequences, last_item.history) and np.array_equal(prefix.lengths, last_item.lengths)
+    # user 0's samples are its prefixes 1..n-1 of the training part (its last training item is only a target)
+    train_part = ds.seq_items[ds.seq_offsets[0]: ds.seq_offsets[0] + ds.seq_lengths[0] - 2]
+    first = [prefix.sequences[i, : prefix.lengths[i]].tolist() for i in range(len(train_part) - 1)]
+    assert first == [train_part[max(0, t - 6): t].tolist() for t in range(1, len(train_part))]
+    # an epoch visits every sample once; masks stay inside each sample, at least one per sample
+    batches = prefix.epoch(1, seed=3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(prefix.num_targets))
+    idx = np.arange(prefix.num_targets)
+    mask = prefix.masks(idx, tiny("paper").cloze_settings())
+    assert (mask.sum(1) >= 1).all() and not (mask & (np.arange(6)[None, :] >= prefix.lengths[:, None])).any()
+
+
 def test_bert4rec_trains_by_default_with_cloze_learns_and_reloads_through_the_cli(toy, tmp_path, capsys):
     from unisrec.cli import main
     from unisrec.models.model_dir import load_model
 
-    assert registry.get("bert4rec").batchings == ("cloze",) and registry.get("bert4rec").default_batching == "cloze"
+    assert registry.get("bert4rec").batchings == ("cloze-prefix", "cloze") and registry.get("bert4rec").default_batching == "cloze-prefix"
     popularity = evaluate_popularity(Dataset.load(toy))["recall@10"]
     for variant, epochs in (("corrected", 16), ("paper", 16)):
         out = tmp_path / variant
         args = ["train", "bert4rec", str(toy), "--output", str(out), "--batch-size", "32", "--lr", "3e-3", "--progress", "false",
                 "--threads", "1", "--hidden-size", "32", "--inner-size", "32", "--hidden-dropout", "0.1", "--attn-dropout", "0.1",
                 "--variant", variant, "--epochs", str(epochs)]
-        assert main(args) == 0  # no --batching: the model's default (cloze) is used
+        assert main(args) == 0  # no --batching: the model's default (cloze-prefix) is used
         cfg = json.loads((out / "config.json").read_text())
-        assert cfg["training"]["batching"] == "cloze" and cfg["model"]["variant"] == variant
+        assert cfg["training"]["batching"] == "cloze-prefix" and cfg["model"]["variant"] == variant
         metrics = json.loads((out / "metrics.json").read_text())
         # the toy's users walk a cycle 80% of the time: far beyond the popularity ranking (0.16); after
         # 16 small epochs paper reaches ~0.55 and corrected ~0.42 (half its samples train one position)

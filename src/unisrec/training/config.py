@@ -8,11 +8,11 @@ each model's own config (``models/``) holds them. Defaults are the paper's (docs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from unisrec.errors import UserError
 
-Batching = Literal["last-item", "every-position", "cloze"]
+Batching = Literal["last-item", "every-position", "cloze", "cloze-prefix"]
 
 
 @dataclass
@@ -32,7 +32,8 @@ class TrainConfig:
     batching: Batching = field(default="last-item", metadata={
         "help": "last-item = the paper's (one example per training prefix); every-position = each user's "
         "training part encoded once, a loss at every position (faster); cloze = BERT4Rec's masked-item task "
-        "(a model's default where it supports only that)"})
+        "over each user's training part; cloze-prefix = the same over every training prefix (RecBole's samples; "
+        "BERT4Rec's default)"})
     max_targets_per_window: int = field(default=0, metadata={
         "help": "every-position: at most this many targets of one session per window piece (0 = no cap); "
         "spreads a step over more sessions with the same context per target, at more compute"})
@@ -51,8 +52,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
-        if self.batching not in ("last-item", "every-position", "cloze"):
-            raise UserError(f"batching must be last-item, every-position or cloze, got {self.batching!r}")
+        if self.batching not in get_args(Batching):
+            raise UserError(f"batching must be one of {', '.join(get_args(Batching))}, got {self.batching!r}")
         if not self.ks or min(self.ks) < 1:
             raise UserError(f"ks must be positive cut-offs, got {self.ks}")
 
