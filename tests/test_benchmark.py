@@ -102,6 +102,30 @@ def test_second_run_skips_finished_cells(grid, monkeypatch):
     assert summary["finished"] == 4
 
 
+def test_finished_cell_trained_with_other_options_is_reported_stale_never_retrained(grid, toy, monkeypatch):
+    spec, runs, _, _ = grid
+    files = {p: p.read_bytes() for p in runs.glob("toy/*/seed*/*") if p.is_file()}
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(runner, "train_cell", no_training)
+    said = []
+    changed = toy_spec(toy, options={**TINY, "lr": 1e-2})  # the spec now asks for another learning rate
+    summary = runner.run_benchmark(changed, runs, threads=1, isolate=False, say=said.append)
+    stale = {(c["model"], c["seed"]): c["message"] for c in summary["cells"] if c["status"] == "stale"}
+    assert set(stale) == {("SASRec", 1), ("SASRec", 2), ("UniSRec_t", 1), ("UniSRec_t", 2)}
+    assert all(m.endswith("lr 0.003 -> 0.01") for m in stale.values()), stale
+    assert sum("other options than the spec's (lr 0.003 -> 0.01); not retrained" in s for s in said) == 4
+    assert {p: p.read_bytes() for p in runs.glob("toy/*/seed*/*") if p.is_file()} == files  # nothing rewritten or deleted
+    report = render_markdown(build_report(runs))
+    assert report.count("finished before with other options: lr 0.003 -> 0.01") == 4
+    # the spec the cells were trained with: skipped again, nothing flagged (restores the summary for later tests)
+    summary = runner.run_benchmark(spec, runs, threads=1, isolate=False, say=said.append)
+    assert {c["status"] for c in summary["cells"] if c["model"] != "Later"} == {"skipped"}
+    assert "other options" not in render_markdown(build_report(runs))
+
+
 def test_interrupted_cell_resumes_in_a_subprocess(grid, toy, tmp_path):
     """A cell cut after epoch 1 (resume state, no metrics.json) is resumed, not restarted, and ends
     where the uninterrupted run of the same seed ended."""

@@ -59,10 +59,12 @@ def collect(runs: str | os.PathLike) -> dict[str, Any]:
         spec = json.loads((runs / SUMMARY_NAME).read_text()).get("spec", {})
     spec_models = {label: spec["models"][label] for label in spec.get("model_order", spec.get("models", {}))}
     by_folder = {m.get("folder", label): label for label, m in spec_models.items()}
-    commands = {}
+    commands, stale = {}, {}
     if (runs / SUMMARY_NAME).is_file():
         for c in json.loads((runs / SUMMARY_NAME).read_text()).get("cells", []):
             commands[(c["dataset"], c["model"], c["seed"])] = c.get("command")
+            if c.get("status") == "stale":  # trained with other options than the spec now names
+                stale[(c["dataset"], c["model"], c["seed"])] = c.get("message")
     out: dict[str, Any] = {}
     ds_spec = spec.get("dataset_order", list(spec.get("datasets", {})))
     ds_names = ds_spec + sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name not in ds_spec)
@@ -90,6 +92,7 @@ def collect(runs: str | os.PathLike) -> dict[str, Any]:
                     "test_ranks": str(ranks) if ranks.is_file() and metrics is not None else None,
                     "log": str(cell / "training_log.jsonl") if (cell / "training_log.jsonl").is_file() else None,
                     "command": commands.get((ds, label, seed)),
+                    "stale": stale.get((ds, label, seed)),
                 })
             models[label] = {
                 "role": entry.get("role") or _role_from_model_dir(seeds[0][1]),
@@ -136,7 +139,8 @@ def analyse_dataset(name: str, data: dict[str, Any], alpha: float = ALPHA) -> di
             "ranks": [np.load(r["test_ranks"]) for r in finished] if have_ranks else None,
             "runs": [{"seed": r["seed"], "dir": r["dir"], "best_epoch": r["metrics"].get("best_epoch"),
                       "epochs_run": r["metrics"].get("epochs_run"), "stop_reason": r["metrics"].get("stop_reason"),
-                      "wall_seconds": r["metrics"].get("wall_seconds"), "command": r["command"]} for r in finished],
+                      "wall_seconds": r["metrics"].get("wall_seconds"), "command": r["command"],
+                      "stale": r.get("stale")} for r in finished],
         }
     ours = [m for m in models if models[m]["role"] == "ours"]
     baselines = [m for m in models if models[m]["role"] != "ours"]
@@ -266,7 +270,8 @@ def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list
     for m in models:
         for r in d["models"][m]["runs"]:
             wall = f"{r['wall_seconds'] / 60:.1f}" if r["wall_seconds"] is not None else "–"
-            lines.append(f"| {m} | {r['seed']} | {r['best_epoch']}/{r['epochs_run']} | {r['stop_reason']} | {wall} |")
+            stop = f"{r['stop_reason']} -- **{r['stale']}**" if r.get("stale") else r["stop_reason"]
+            lines.append(f"| {m} | {r['seed']} | {r['best_epoch']}/{r['epochs_run']} | {stop} | {wall} |")
     commands = [r["command"] for m in models for r in d["models"][m]["runs"] if r["command"]]
     if commands:
         lines += ["", "Commands:", ""] + [f"- `{c}`" for c in commands]

@@ -108,6 +108,31 @@ def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epoch
         raise UserError(f"model {model.label}: {exc}") from None
 
 
+def _leaves(tree: Any) -> dict[str, Any]:
+    """A config as saved in config.json ({"encoder": {...}, ...}) -> {field name: value} of its leaves."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_leaves(value) if isinstance(value, dict) else {key: value})
+    return out
+
+
+def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
+    """``["batch_size 2048 -> 512", ...]``: options the spec sets for ``cell`` (and its seed) that the
+    finished cell's ``config.json`` records with another value. Only options the spec names are
+    compared: a default that changed since (e.g. the evaluation batch) does not make a cell stale."""
+    import dataclasses
+
+    try:
+        stored = json.loads((cell.dir / "config.json").read_text())
+        have = {**_leaves(stored.get("model", {})), **_leaves(stored.get("training", {}))}
+    except (OSError, ValueError, AttributeError):
+        return []  # no readable config.json: nothing to compare (metrics.json alone marks it finished)
+    train, config = cell_configs(cell.model, cell.seed, threads)
+    wanted = json.loads(json.dumps({**_leaves(dataclasses.asdict(config)), **_leaves(dataclasses.asdict(train))}, default=str))
+    keys = [k.replace("-", "_") for k in cell.model.options] + ["seed"]
+    return [f"{k} {have[k]!r} -> {wanted[k]!r}" for k in keys if k in have and k in wanted and have[k] != wanted[k]]
+
+
 def train_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | os.PathLike, seed: int,
                threads: int | None = None, finalize: bool = False) -> dict[str, Any]:
     """Train (or resume) one cell in this process; returns its metrics.
@@ -196,7 +221,11 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
         state = cell_state(cell.dir)
         if state != "finished":  # a typo in an option fails now, not hours into a campaign
             cell_configs(cell.model, cell.seed, threads)
-        if state == "finished":
+        if state == "finished" and (changed := option_mismatches(cell, threads)):
+            rec.update(status="stale", message=f"finished before with other options: {'; '.join(changed)}")
+            say(f"{cell.name}: finished before with other options than the spec's ({'; '.join(changed)}); not retrained "
+                "and not deleted -- move the folder away (or use another --runs) to train it with this spec")
+        elif state == "finished":
             rec["status"] = "skipped"
             say(f"{cell.name}: finished before, skipped")
         elif dry_run or collect_only:
