@@ -113,7 +113,7 @@ def test_fdsa_learns_saves_reloads_and_evaluates_through_the_cli(toy, tmp_path, 
     from unisrec.cli import main
     from unisrec.models.model_dir import load_model
 
-    assert registry.get("fdsa").batchings == ("last-item",)
+    assert registry.get("fdsa").batchings == ("last-item", "every-position")
     out = tmp_path / "fdsa"
     args = ["train", "fdsa", str(toy), "--output", str(out), "--batch-size", "64", "--lr", "3e-3", "--progress", "false",
             "--threads", "1", "--hidden-size", "32", "--inner-size", "32", "--hidden-dropout", "0.1", "--attn-dropout", "0.1"]
@@ -131,4 +131,34 @@ def test_fdsa_learns_saves_reloads_and_evaluates_through_the_cli(toy, tmp_path, 
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json", "--split", "test"]) == 0
     assert json.loads(capsys.readouterr().out) == metrics["test"]
-    assert main([*args, "--epochs", "1", "--output", str(tmp_path / "x"), "--batching", "every-position"]) == 2
+    # the fast path trains it too (its every-position loss is the per-prefix loss: the test below)
+    assert main([*args, "--epochs", "4", "--output", str(tmp_path / "ep"), "--batching", "every-position", "--batch-size", "256"]) == 0
+    fast = json.loads((tmp_path / "ep" / "metrics.json").read_text())
+    assert fast["test"]["recall@10"] > max(3 * popularity, 0.5), (fast["test"], popularity)
+    assert main([*args, "--epochs", "1", "--output", str(tmp_path / "x"), "--batching", "cloze"]) == 2
+
+
+def test_every_position_loss_equals_the_per_prefix_losses():
+    """Dropout off: one every-position pass over all windows gives the mean cross-entropy of the
+    paper's per-prefix examples -- both streams and the fusion see exactly each prefix."""
+    from test_every_position import long_sessions
+    from unisrec.training.batching import EveryPositionBatching, LastItemBatching
+
+    ds = long_sessions(n_items=N, max_len=20)
+    torch.manual_seed(0)
+    enc = EncoderConfig(hidden_size=16, n_heads=2, inner_size=16, hidden_dropout=0.0, attn_dropout=0.0, max_seq_length=20)
+    model = FDSA.for_dataset(FDSAConfig(encoder=enc), N, torch.randn(N + 1, TEXT_DIM)).eval()
+    paper, ours = LastItemBatching(ds, 20, 10**6), EveryPositionBatching(ds, 20, 10**6)
+    with torch.no_grad():
+        a, n_a = paper.loss(model, np.arange(paper.num_targets), "cpu")
+        b, n_b = ours.loss(model, np.arange(len(ours.lengths)), "cpu")
+    assert n_a == n_b
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # and row j of position_representations is sequence_representation of the prefix ending at j
+    seq, lens = torch.from_numpy(ours.inputs[:3]), torch.from_numpy(ours.lengths[:3])
+    with torch.no_grad():
+        table = model.item_representations()
+        every = model.position_representations(seq, lens, table)
+        for j in range(1, int(lens.min()) + 1):
+            torch.testing.assert_close(every[:, j - 1], model.sequence_representation(seq[:, :j], torch.full((3,), j), table),
+                                       rtol=1e-5, atol=1e-6)

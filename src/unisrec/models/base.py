@@ -9,8 +9,9 @@ interface, so a new model is one file in ``models/`` (a config dataclass nesting
   the rows of ``items``;
 * ``sequence_representation(seq, lengths, table)`` -> (B, d) for left-aligned histories;
 * ``scores(seq_repr, table)`` -> (B, num_items + 1) logits with column 0 at ``-inf``;
-* ``encoder`` -> the causal :class:`~unisrec.models.encoder.SequenceEncoder` (every-position
-  training reads all its outputs at once);
+* ``position_representations(seq, lengths, table)`` -> (B, L, d), the sequence representation
+  after every prefix at once (every-position training); by default the causal ``encoder``'s
+  outputs over ``table[seq]``;
 * ``for_dataset(config, num_items, features)`` builds a fresh model for a domain.
 """
 
@@ -39,6 +40,13 @@ class SequentialRecommender(nn.Module):
         """(B, L) left-aligned histories -> (B, num_items + 1) logits over the whole catalogue."""
         table = self.item_representations()
         return self.scores(self.sequence_representation(item_seq, lengths, table), table)
+
+    def position_representations(self, item_seq: torch.Tensor, lengths: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """(B, L, d): row j is :meth:`sequence_representation` of the prefix ending at position j
+        (causal attention: it sees items 0..j only), for every j at once -- what every-position
+        batching scores. Models whose sequence representation is their causal ``encoder`` over
+        ``item_table[seq]`` (SASRec, UniSRec, S3-Rec, ZESRec) inherit this; others override it."""
+        return self.encoder.forward_all(item_table[item_seq], lengths)
 
     @property
     def max_seq_length(self) -> int:

@@ -20,10 +20,9 @@ are the item stream's :class:`~unisrec.models.encoder.SequenceEncoder` ``embed``
 the feature stream. Differences from the release: the padding column is excluded from the
 training softmax as well as from ranking (as for SASRec here).
 
-Batching: ``last-item`` only. Both streams are causal and the fusion is position-wise, so a loss at
-every position would be the same function per target, but ``every-position`` feeds one encoder
-with the scoring table (``model.encoder.forward_all(table[seq])``) and has no feature stream; it is
-therefore not offered.
+Batching: ``last-item`` (the paper's) or ``every-position``: both streams are causal and the fusion
+is position-wise, so :meth:`FDSA.position_representations` -- both streams at every position,
+fused -- gives each target exactly the representation its prefix gets (a test checks the losses).
 
 Text features are a frozen (num_items + 1, text_dim) table given with :meth:`FDSA.set_item_features`
 (row 0 = padding); they are not parameters and are not written to ``model.safetensors`` (the model
@@ -121,13 +120,18 @@ class FDSA(SequentialRecommender):
         """FDSA's item-based self-attention block: (B, d) at the last real position."""
         return self.encoder(item_repr, lengths)
 
-    def feature_stream(self, feature_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def feature_stream_all(self, feature_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """FDSA's feature-based self-attention block: the shared positions + LayerNorm + dropout
-        (as in the release), its own causal Transformer layers; (B, d) at the last real position."""
+        (as in the release), its own causal Transformer layers; (B, L, d), one output per position."""
         x = self.encoder.embed(feature_repr)
         mask = causal_padding_mask(lengths, x.shape[1])
         for layer in self.feature_layers:
             x = layer(x, mask)
+        return x
+
+    def feature_stream(self, feature_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The feature stream at the last real position: (B, d)."""
+        x = self.feature_stream_all(feature_repr, lengths)
         return x[torch.arange(x.shape[0], device=x.device), (lengths - 1).clamp(min=0)]
 
     def fuse(self, item_out: torch.Tensor, feature_out: torch.Tensor) -> torch.Tensor:
@@ -141,6 +145,11 @@ class FDSA(SequentialRecommender):
         """(B, d): both streams at each history's last real item, concatenated and fused."""
         item_repr = self.item_embedding(item_seq) if item_table is None else item_table[item_seq]
         return self.fuse(self.item_stream(item_repr, lengths), self.feature_stream(self.item_feature_vectors(item_seq), lengths))
+
+    def position_representations(self, item_seq: torch.Tensor, lengths: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """(B, L, d): both streams at every position, fused position-wise (every-position batching)."""
+        items = self.encoder.forward_all(item_table[item_seq], lengths)
+        return self.fuse(items, self.feature_stream_all(self.item_feature_vectors(item_seq), lengths))
 
     # ------------------------------------------------------------------ scores
     def scores(self, seq_repr: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:

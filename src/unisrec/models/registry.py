@@ -20,7 +20,7 @@ BUILT_IN: dict[str, tuple[Any, ...]] = {
     "unisrec": ("unisrec.models.unisrec:UniSRec", "UniSRec from scratch (use `unisrec finetune --from` to transfer)", ("last-item", "every-position")),
     "sasrec": ("unisrec.models.sasrec:SASRec", "SASRec: ID embeddings + the same Transformer, CE over all items", ("last-item", "every-position")),
     "bert4rec": ("unisrec.models.bert4rec:BERT4Rec", "BERT4Rec: bidirectional Transformer over item IDs, Cloze (masked-item) training", ("cloze-prefix", "cloze"), "cloze-prefix"),
-    "fdsa": ("unisrec.models.fdsa:FDSA", "FDSA: item-ID and text-feature self-attention streams fused, CE over all items", ("last-item",)),
+    "fdsa": ("unisrec.models.fdsa:FDSA", "FDSA: item-ID and text-feature self-attention streams fused, CE over all items", ("last-item", "every-position")),
     "s3rec": ("unisrec.models.s3rec:S3Rec", "S3-Rec: self-supervised pre-training (AAP, MIP, MAP, SP over text vectors), then SASRec fine-tuning", ("last-item", "every-position")),
     "zesrec": ("unisrec.models.zesrec:ZESRec", "ZESRec: text vectors -> linear projection -> the same Transformer; no IDs, zero-shot to any catalogue", ("last-item", "every-position")),
 }

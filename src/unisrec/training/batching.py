@@ -104,7 +104,7 @@ class EveryPositionBatching:
         for g in length_buckets(lens):
             width = int(lens[g].max())
             seq = torch.from_numpy(inputs[g, :width]).to(device)
-            out = model.encoder.forward_all(table[seq], torch.from_numpy(lens[g]).to(device))
+            out = model.position_representations(seq, torch.from_numpy(lens[g]).to(device), table)
             mask = counted[g, :width]
             reprs.append(out[torch.from_numpy(mask).to(device)])
             targets.append(torch.from_numpy(tgt[g, :width][mask]))
