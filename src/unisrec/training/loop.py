@@ -15,6 +15,7 @@ caps, checkpoints (``training.state``) and the per-epoch log (``training.log``).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ def train_loop(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimiz
                 best = cpu_state(model)
         run.elapsed += result.seconds + record.get("eval_seconds", 0.0)
         if result.steps:
+            record["peak_rss_mb"] = peak_rss_mb()
             log.append(record)
             log.say(describe(record, improved))
         reason = stop_reason(run, settings, result, t_start)
@@ -119,6 +121,16 @@ def step_cap(run: RunState, settings: LoopSettings, ctx: DistContext, t_start: f
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         out = bool(flag.item())
     return "time_limit" if out else None
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far in MB (training and validation), None where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux
 
 
 def epoch_record(task: Any, run: RunState, result: EpochResult, ctx: DistContext) -> dict[str, Any]:

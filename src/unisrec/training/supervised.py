@@ -35,7 +35,7 @@ from unisrec.training.batching import STRATEGIES
 from unisrec.training.config import TrainConfig
 from unisrec.training.distributed import DistContext, resolve_device
 from unisrec.training.log import RunLog
-from unisrec.training.loop import LoopSettings, train_loop
+from unisrec.training.loop import LoopSettings, peak_rss_mb, train_loop
 from unisrec.training.state import RunState, EarlyStopping, read_run_state, restore_run_state, seed_everything
 
 
@@ -136,6 +136,8 @@ def finish(model: Any, dataset: Any, config: TrainConfig, output: Path, run: Run
         "epochs_run": run.epoch, "stop_reason": reason, "wall_seconds": wall,
         "median_epoch_seconds": float(np.median(train_secs)) if train_secs else None,
         "median_eval_seconds": float(np.median(eval_secs)) if eval_secs else None,
+        # the largest peak of the run's processes (a resumed run has several), final test included
+        "peak_rss_mb": max([r["peak_rss_mb"] for r in history if r.get("peak_rss_mb")] + [peak_rss_mb() or 0.0]),
         "train_examples": task.batching.num_targets, "device": str(ctx.device), "seed": config.seed,
     }
     model.cpu()
