@@ -119,3 +119,19 @@ def test_trust_remote_code_flag_reaches_the_encoder(tmp_path, monkeypatch, capsy
                  "--trust-remote-code"]) == 2
     assert seen["trust_remote_code"] is True
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_import_of_non_finite_features_is_refused(tmp_path, capsys, bad):
+    """An imported feature file with a NaN / infinite value would train to a NaN loss and serve NaN
+    scores: refused at import, naming the file and the row, and nothing is recorded."""
+    d, raw = make(tmp_path / "ds")
+    values = np.arange(3 * 4, dtype="<f4").reshape(3, 4)
+    values[1, 2] = bad
+    values.tofile(raw)
+    assert main(["encode", str(d), "--import", str(raw), "--dim", "4", "--name", "imp", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "feat.raw" in err and "row 2" in err and "NaN or infinite" in err and err.count("\n") == 1, err
+    ds = Dataset.load(d)
+    assert "imp" not in (ds.manifest.get("features") or {})
+    assert not list((d / "features").glob("*")) if (d / "features").exists() else True

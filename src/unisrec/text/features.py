@@ -411,6 +411,13 @@ def _import_features(ds: Dataset, feature_file: Path, dim: int, name: str | None
             "or a feature file of another dataset? (pass --item2index FILE if the rows follow an id map)"
         )
     name = _check_name(name or _safe_name(f"import-{feature_file.suffix.lstrip('.') or feature_file.name}"))
+    _check_finite_rows(src, where, feature_file)
+    aug_src = None
+    if augmented_file is not None:
+        aug_src, aug_rows = _read_raw(Path(augmented_file), dim, ds.num_items)
+        if aug_rows != rows:
+            raise UserError(f"{augmented_file} has {aug_rows} rows but {feature_file} has {rows}: not a pair")
+        _check_finite_rows(aug_src, where, Path(augmented_file))
     fdir = ds.path / "features"
     fdir.mkdir(exist_ok=True)
     keys = text_keys(["" if t is None else t for t in ds.item_texts])
@@ -431,10 +438,7 @@ def _import_features(ds: Dataset, feature_file: Path, dim: int, name: str | None
         "text_hash": texts_hash(keys), "imported_from": str(feature_file.resolve()), "import_mapping": how,
     }
     write(src, entry["file"])
-    if augmented_file is not None:
-        aug_src, aug_rows = _read_raw(Path(augmented_file), dim, ds.num_items)
-        if aug_rows != rows:
-            raise UserError(f"{augmented_file} has {aug_rows} rows but {feature_file} has {rows}: not a pair")
+    if aug_src is not None:
         entry["augmented_file"] = f"features/{name}.word-drop.npy"
         entry["word_drop"] = 0.15 if str(augmented_file).endswith("feat2CLS") else None
         write(aug_src, entry["augmented_file"])
@@ -442,6 +446,21 @@ def _import_features(ds: Dataset, feature_file: Path, dim: int, name: str | None
         (ds.path / f"features/{name}.word-drop.npy").unlink(missing_ok=True)
     _record(ds, name, entry, set_default)
     return name
+
+
+def _check_finite_rows(src: np.ndarray, where: np.ndarray, path: Path) -> None:
+    """Refuse a feature file whose rows used for the dataset hold NaN / infinite values (such a vector
+    trains to a NaN loss and serves NaN scores), naming the file's first bad row (1-based)."""
+    first, count = None, 0
+    for s in range(0, len(where), _COPY_ROWS):
+        idx = where[s : s + _COPY_ROWS]
+        bad = idx[~np.isfinite(src[idx]).all(axis=1)]
+        if len(bad):
+            count += len(bad)
+            first = int(bad.min()) if first is None else min(first, int(bad.min()))
+    if count:
+        raise UserError(f"{path}: {count} row(s) hold NaN or infinite values, the first is row {first + 1}; "
+                        "fix the file (nothing was imported)")
 
 
 __all__ = ["encode_dataset", "import_features", "default_feature_name", "DatasetError"]
