@@ -50,3 +50,30 @@ def test_missing_weights_is_a_one_line_error(model_dir, tmp_path, capsys):
     (broken / "model.safetensors").unlink()
     assert main(["evaluate", str(broken)]) == 2
     assert "model.safetensors is missing" in capsys.readouterr().err
+
+
+def test_non_finite_features_or_weights_are_refused_by_evaluate(model_dir, tmp_path, capsys):
+    """evaluate refuses what recommend and serve refuse: NaN / infinite catalogue features or weights
+    (they would rank silently wrong: a NaN score never counts as above the target's)."""
+    import numpy as np
+    import safetensors.torch
+    import torch
+
+    broken = tmp_path / "nan-features"
+    shutil.copytree(model_dir, broken)
+    feats = np.load(broken / "catalogue" / "features.npy")
+    feats[3, 1] = np.nan
+    np.save(broken / "catalogue" / "features.npy", feats)
+    capsys.readouterr()
+    assert main(["evaluate", str(broken), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "features.npy" in err and "NaN or infinite" in err and "'i3'" in err and err.count("\n") == 1, err
+    broken = tmp_path / "inf-weights"
+    shutil.copytree(model_dir, broken)
+    weights = safetensors.torch.load_file(str(broken / "model.safetensors"))
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name].view(-1)[0] = float("inf")
+    safetensors.torch.save_file(weights, str(broken / "model.safetensors"))
+    assert main(["evaluate", str(broken), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and "NaN or infinite" in err and name in err and err.count("\n") == 1, err

@@ -113,12 +113,27 @@ def load_model(path: str | os.PathLike) -> Any:
     if not isinstance(kind, str) or kind not in registry.names():
         raise UserError(f"{path}/config.json: unknown model_type {kind!r}; known: {', '.join(registry.names())}")
     model = registry.get(kind).model_class.from_pretrained(path)
+    check_finite_weights(path, model)
     if model.uses_text:
-        _, _, feats = load_catalogue(path, mmap=False)
+        ids, _, feats = load_catalogue(path, mmap=False)
         if feats is None:
             raise UserError(f"{path}/{CATALOGUE}/features.npy is missing; the model directory is incomplete")
+        bad = np.flatnonzero(~np.isfinite(feats[1:]).all(axis=1))
+        if len(bad):  # such an item scores NaN: ranked wrongly and silently (recommend and serve refuse it too)
+            shown = ", ".join(repr(ids[i]) for i in bad[:5]) + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+            raise UserError(f"{path}/{CATALOGUE}/features.npy: {len(bad)} items have NaN or infinite text features: {shown}; "
+                            "the model directory is damaged (re-encode their texts)")
         try:
             model.set_item_features(feats)
         except ValueError as exc:
             raise UserError(f"{path}/{CATALOGUE}/features.npy: {exc}") from None
     return model
+
+
+def check_finite_weights(path: str | os.PathLike, model: Any) -> None:
+    """A one-line UserError naming the first weight of ``model`` (loaded from ``path``) that holds NaN
+    or infinite values: its scores would be NaN and rank silently wrong."""
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            raise UserError(f"{path}/model.safetensors: weight {name!r} holds NaN or infinite values; "
+                            "the model directory is damaged")
