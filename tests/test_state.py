@@ -114,3 +114,21 @@ def test_a_damaged_pointer_is_a_clear_error(toy, tmp_path):
     (out / "resume" / "CURRENT").write_text("gen-missing\n")
     with pytest.raises(UserError, match="incomplete; the resume state is damaged"):
         run(toy, out, 2, resume=True)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_weight_files_follow_the_umask(toy, tmp_path, umask):
+    """safetensors writes a private temporary file and renames it (0600 whatever the umask); the model
+    directory's and the resume state's weights get the mode any other file of the run gets."""
+    out = tmp_path / "m"
+    old = os.umask(umask)
+    try:
+        run(toy, out, 1)
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    weights = [out / "model.safetensors", *(out / "resume").glob("gen-*/*.safetensors")]
+    assert len(weights) >= 4
+    modes = {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in weights}
+    assert set(modes.values()) == {oct(want)}, modes
+    assert (out / "config.json").stat().st_mode & 0o777 == want

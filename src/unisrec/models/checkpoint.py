@@ -39,19 +39,39 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**values)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, then the mode any newly written file gets (0666 minus the umask):
+    save_file writes a private temporary file and renames it, so its files were 0600 whatever the umask."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 def save_checkpoint(module: torch.nn.Module, path: str | os.PathLike, model_type: str, config: Any,
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``{"model_type", "model": asdict(config), **extra}`` and the module's state dict.
 
     Each file goes to a temporary name first and is renamed into place, so a crash never leaves a
     torn file behind."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     tmp = path / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
-    save_file(state, str(tmp), metadata={"format": "pt", "model": model_type})
+    save_safetensors(state, tmp, metadata={"format": "pt", "model": model_type})
     os.replace(tmp, path / WEIGHTS_NAME)
     cfg = {"model_type": model_type, "model": dataclasses.asdict(config)}
     cfg.update(extra or {})

@@ -167,7 +167,7 @@ def save_run_state(
     """Write a complete new generation, then swap ``CURRENT`` to it (see the module docstring).
 
     ``best`` None keeps the previous generation's best weights (hard-linked, not rewritten)."""
-    from safetensors.torch import save_file
+    from unisrec.models.checkpoint import save_safetensors as save_file  # the umask's mode, not 0600
 
     root = Path(output) / RESUME_DIR
     root.mkdir(parents=True, exist_ok=True)
@@ -176,14 +176,14 @@ def save_run_state(
     if gen.exists():  # a leftover of an interrupted write (CURRENT never named it)
         shutil.rmtree(gen)
     gen.mkdir()
-    save_file(cpu_state(model), str(gen / "model.safetensors"))
+    save_file(cpu_state(model), gen / "model.safetensors")
     if best is not None:
-        save_file(best, str(gen / "best.safetensors"))
+        save_file(best, gen / "best.safetensors")
     elif old is not None and (old / "best.safetensors").is_file():
         _link_or_copy(old / "best.safetensors", gen / "best.safetensors")
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
-    save_file(opt_tensors, str(gen / "optimizer.safetensors"))
-    save_file({"torch_rng": rng.contiguous()}, str(gen / "rng.safetensors"))
+    save_file(opt_tensors, gen / "optimizer.safetensors")
+    save_file({"torch_rng": rng.contiguous()}, gen / "rng.safetensors")
     state = {**asdict(run), "optimizer": opt_meta}
     (gen / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     _fsync_dir(gen)
