@@ -48,8 +48,8 @@ def _coerce(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
             return bool(value)
         if origin in (list, tuple):
             (inner,) = typing.get_args(tp)[:1]
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()]
+            if isinstance(value, str):  # "10,50"; a repeatable flag's value is one item (a path may hold commas)
+                value = [value] if f.metadata.get("repeat") else [v for v in value.split(",") if v.strip()]
             return [inner(v) for v in value]
         if typing.get_origin(tp) is typing.Literal:
             if value not in typing.get_args(tp):
@@ -143,7 +143,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def add_config_arguments(parser: argparse.ArgumentParser, *classes: type, skip: tuple[str, ...] = ()) -> None:
     """One `--field-name` flag per option of the dataclasses (default None = "not given"), plus
-    `--config`. ``Literal`` fields list their choices; a bool flag alone means true."""
+    `--config`. ``Literal`` fields list their choices; a bool flag alone means true; a list field
+    with ``metadata={"repeat": True}`` is a repeatable flag (``--source A --source B``)."""
     if not any(a.dest == "config" for a in parser._actions):
         parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of options; flags override it")
     seen = set(skip)
@@ -158,6 +159,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, *classes: type, skip: 
             kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{f.metadata.get('help', '')} (default: {default})".strip()}
             if typing.get_origin(tp) is typing.Literal:
                 kwargs["choices"] = typing.get_args(tp)
+            elif f.metadata.get("repeat"):  # a list given as --name A --name B (paths may hold commas)
+                kwargs.update(action="append", metavar=str(f.metadata.get("metavar", name.upper())))
             elif tp is bool:
                 kwargs.update(nargs="?", const="true", metavar="BOOL")
             else:

@@ -71,6 +71,9 @@ def unavailable(cell: Cell) -> str | None:
                 f"{', '.join(registry.names())} -- skipped")
     if cell.dataset.path is None:
         return f"dataset {cell.dataset.name}: folder {cell.dataset.given!r} not found (beside the spec or under $UNISREC_DATA) -- skipped"
+    missing = [s.given for s in cell.model.sources if s.path is None]
+    if missing:
+        return f"{cell.model.label}: source folder {', '.join(map(repr, missing))} not found (beside the spec or under $UNISREC_DATA) -- skipped"
     return None
 
 
@@ -98,6 +101,8 @@ def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epoch
 
     config_class = registry.get("unisrec" if model.is_finetune else model.model).config_class
     overrides = {**model.options, "seed": seed, "progress": False}
+    if model.sources:  # resolved like the spec's datasets (unavailable() reports a missing one first)
+        overrides["source"] = [str(s.path or s.given) for s in model.sources]
     if threads is not None:
         overrides["threads"] = threads
     if epochs is not None:
@@ -158,7 +163,8 @@ def train_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | 
 
 def _entry_dict(model: ModelEntry) -> dict[str, Any]:
     return {"label": model.label, "model": model.model, "options": model.options, "pretrained": model.pretrained,
-            "unfreeze_all": model.unfreeze_all, "role": model.role, "paper": model.paper}
+            "unfreeze_all": model.unfreeze_all, "role": model.role, "paper": model.paper,
+            "sources": [[s.name, None if s.path is None else str(s.path), s.given, s.paper] for s in model.sources]}
 
 
 def display_dataset(entry: DatasetEntry) -> str:
@@ -207,8 +213,9 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     records: dict[str, dict[str, Any]] = {}
     todo: list[tuple[Cell, str]] = []
     for cell in grid:
+        shown = {"source": [display_dataset(s) for s in cell.model.sources]} if cell.model.sources else None
         rec = {"dataset": cell.dataset.name, "model": cell.model.label, "seed": cell.seed, "dir": str(cell.dir.relative_to(runs)),
-               "command": cell.model.command(display_dataset(cell.dataset), display_path(cell.dir), cell.seed)}
+               "command": cell.model.command(display_dataset(cell.dataset), display_path(cell.dir), cell.seed, shown)}
         records[cell.name] = rec
         if cell.name not in selected:
             rec["status"] = "skipped" if (cell.dir / METRICS_NAME).is_file() else "not selected"
@@ -316,7 +323,9 @@ def _worker(argv: list[str]) -> int:
     p.add_argument("task", help="the cell as JSON (model entry, dataset, output, seed, threads, finalize)")
     task = json.loads(p.parse_args(argv).task)
     m = task["model"]
-    model = ModelEntry(m["label"], m["model"], m["options"], m["pretrained"], m["unfreeze_all"], m["role"], m["paper"])
+    sources = tuple(DatasetEntry(name, None if path is None else Path(path), given, paper_name)
+                    for name, path, given, paper_name in m.get("sources", []))
+    model = ModelEntry(m["label"], m["model"], m["options"], m["pretrained"], m["unfreeze_all"], m["role"], m["paper"], sources)
     try:
         train_cell(model, task["dataset"], task["output"], task["seed"], task["threads"], task["finalize"])
     except UserError as exc:

@@ -15,6 +15,8 @@
 A model entry's keys: ``model`` (a registered name, or ``finetune``), ``from`` / ``unfreeze_all``
 (finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``), ``paper`` (the paper's Table 3
 column to print beside it), ``options`` (a mapping); any other key is an option too (``mode: inductive``).
+``source`` (a dataset or a list of them, e.g. ``RecGURU: {model: recguru, source: [games]}``) names the
+source domains of a cross-domain model (``--source DIR``); each is found like the spec's datasets.
 Option names are the flags of `unisrec train NAME` / `unisrec finetune` with ``_`` for ``-``.
 This module reads and checks the file's shape only (no torch); option names are checked when a cell
 runs, against the model's config classes.
@@ -56,6 +58,7 @@ class ModelEntry:
     unfreeze_all: bool = False
     role: str = "baseline"
     paper: str | None = None  # the paper's Table 3 column, or None
+    sources: tuple[DatasetEntry, ...] = ()  # `source:` -- the source domains (--source DIR ...)
 
     @property
     def is_finetune(self) -> bool:
@@ -75,6 +78,9 @@ class ModelEntry:
         if self.unfreeze_all:
             words.append("--unfreeze-all")
         for k, v in {**self.options, "seed": seed, **(extra or {})}.items():
+            if k == "source":  # a repeatable flag: --source A --source B
+                words += [w for path in v for w in ("--source", str(path))]
+                continue
             words += [f"--{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
         return " ".join(words)
 
@@ -96,7 +102,8 @@ class BenchmarkSpec:
             "model_order": list(self.models),
             "datasets": {k: {"path": d.given, "paper": d.paper} for k, d in self.datasets.items()},
             "models": {k: {"model": m.model, "options": m.options, "from": m.pretrained, "unfreeze_all": m.unfreeze_all,
-                           "role": m.role, "paper": m.paper, "folder": m.folder} for k, m in self.models.items()},
+                           "role": m.role, "paper": m.paper, "folder": m.folder, "source": [s.given for s in m.sources]}
+                       for k, m in self.models.items()},
         }
 
 
@@ -138,13 +145,18 @@ def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]
     if pretrained:
         p = Path(os.path.expanduser(str(pretrained)))
         pretrained = str(p if p.is_absolute() or base is None else (base / p).resolve() if (base / p).exists() else p)
+    given = options.pop("source", None)
+    given = [] if given is None else given if isinstance(given, list) else [given]
+    if not all(isinstance(g, str) and g for g in given):
+        raise UserError(f"{where}.source: a dataset folder or a list of them")
+    sources = tuple(DatasetEntry(g, resolve_dataset(g, base), g, paper.paper_dataset(g)) for g in given)
     role = raw.get("role", "ours" if model in (FINETUNE, "unisrec") else "baseline")
     if role not in ROLES:
         raise UserError(f"{where}.role must be ours or baseline, got {role!r}")
     paper_key = raw["paper"] if "paper" in raw else default_paper_model(model, options)
     if paper_key is not None and paper_key not in paper.MODELS:
         raise UserError(f"{where}.paper: {paper_key!r} is not a Table 3 column; known: {', '.join(paper.MODELS)}")
-    return ModelEntry(label, model, options, pretrained, bool(raw.get("unfreeze_all", False)), role, paper_key)
+    return ModelEntry(label, model, options, pretrained, bool(raw.get("unfreeze_all", False)), role, paper_key, sources)
 
 
 def spec_from_dict(data: Any, source: Path | None = None) -> BenchmarkSpec:

@@ -45,6 +45,10 @@ class TrainConfig:
     ks: list[int] = field(default_factory=lambda: [10, 50], metadata={"help": "cut-offs K for Recall@K / NDCG@K"})
     init_from: str | None = field(default=None, metadata={
         "help": "start from this model directory's weights (same model and shapes, e.g. a text model trained on another domain)"})
+    source: list[str] = field(default_factory=list, metadata={
+        "repeat": True, "metavar": "DIR",
+        "help": "a source-domain dataset directory, for the cross-domain models (recguru, ccdr) that train on the "
+        "source domains and the target together; repeat for several (--source A --source B)"})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "max_history", "eval_batch_size"):
@@ -54,6 +58,8 @@ class TrainConfig:
             raise UserError(f"lr must be > 0, got {self.lr}")
         if self.batching not in get_args(Batching):
             raise UserError(f"batching must be one of {', '.join(get_args(Batching))}, got {self.batching!r}")
+        if len(set(self.source)) != len(self.source):
+            raise UserError(f"source names a dataset twice: {self.source}")
         if not self.ks or min(self.ks) < 1:
             raise UserError(f"ks must be positive cut-offs, got {self.ks}")
 

@@ -11,7 +11,9 @@ a per-epoch JSONL log, an exact resume state, and the model directory written at
 step itself is a batching strategy (``training.batching``); the epoch loop is ``training.loop``.
 A model class with a ``pretraining_task`` (S3-Rec) gets its own pre-training stage run to completion
 first (:func:`run_pretraining_stage`, OUTPUT/pretrain/); ``TrainConfig.init_from`` starts from another
-model directory's weights (:func:`load_init_weights`).
+model directory's weights (:func:`load_init_weights`). A cross-domain model class (RecGURU, CCDR) has a
+``joint_task`` and trains on ``TrainConfig.source`` datasets and the target together (``--source DIR``,
+:func:`load_sources`); its epochs, validation and early stopping are the target's.
 
 Where this differs from the authors' release in *how* it computes (not what; docs/training.md):
 the item table is adapted once per step and gathered, all-item scores are one matmul with the loss
@@ -75,10 +77,14 @@ class SupervisedTask:
 
 
 def fit(model: Any, dataset: Any, config: TrainConfig, output: str | os.PathLike, feature_name: str | None = None,
-        extra: dict[str, Any] | None = None, resume: bool = False) -> dict[str, Any]:
+        extra: dict[str, Any] | None = None, resume: bool = False, sources: list[Any] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``dataset``'s train split with early stopping; write the model directory.
 
-    Returns the metrics written to ``output/metrics.json``."""
+    With ``sources`` (source-domain datasets) the step is the model's ``joint_task(dataset, sources,
+    config, device)``: a task of the loop (see ``training.joint``) whose ``module`` -- the model plus
+    the parameters only joint training uses -- is what the optimizer, the resume state and the best
+    weights hold; the model directory keeps the model alone. Returns the metrics written to
+    ``output/metrics.json``."""
     output, t_start = Path(output), time.time()
     ctx = DistContext(device=resolve_device(config.device))
     if config.threads > 0:
@@ -88,24 +94,30 @@ def fit(model: Any, dataset: Any, config: TrainConfig, output: str | os.PathLike
         raise UserError(f"{output} holds an unfinished or finished run ({output / 'resume'}); pass --resume or choose a new --output")
     if resume and saved is None:
         raise UserError(f"--resume: {output} has no resume state to continue from")
-    output.mkdir(parents=True, exist_ok=True)
+    if config.source and not sources:
+        raise UserError(f"--source {' '.join(config.source)}: this run trains on its target only; "
+                        "source domains are for `unisrec train` of a cross-domain model (recguru, ccdr)")
     model.to(ctx.device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
-    task = SupervisedTask(model, dataset, config, ctx.device)
+    task = model.joint_task(dataset, sources, config, ctx.device) if sources else SupervisedTask(model, dataset, config, ctx.device)
+    output.mkdir(parents=True, exist_ok=True)
+    module = getattr(task, "module", model)  # what is optimised and checkpointed (the model, plus a joint task's heads)
+    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     if task.batching.num_targets == 0:
         raise UserError(f"dataset {dataset.path or dataset.name} has no training examples (users need >= 4 items)")
     log = RunLog(output, progress=config.progress)
     run, best = RunState(early_stopping=EarlyStopping(config.patience), config=extra.get("run_config", {}) if extra else {}), None
     if saved is not None:
-        run, best = restore_run_state(output, model, optimizer, ctx)
+        run, best = restore_run_state(output, module, optimizer, ctx)
         log.say(f"resuming {output} after epoch {run.epoch} (best valid {config.key_metric} {run.early_stopping.best:.4f} at epoch {run.early_stopping.best_epoch})")
     log.start(run.global_step if saved is not None else None)
+    if hasattr(task, "describe"):  # a joint task names its domains and overlapping users
+        log.say(task.describe())
     settings = LoopSettings(config.epochs, time_limit_minutes=config.time_limit_minutes, key_metric=config.key_metric)
     elapsed0 = run.elapsed
-    reason, new_best = train_loop(task, model, optimizer, run, settings, ctx, log, output)
+    reason, new_best = train_loop(task, module, optimizer, run, settings, ctx, log, output)
     best = new_best or best
     if best is not None:
-        model.load_state_dict(best)
+        module.load_state_dict(best)
     return finish(model, dataset, config, output, run, reason, task, feature_name, extra, ctx, elapsed0 + time.time() - t_start)
 
 
@@ -188,6 +200,7 @@ def train_model(name: str, dataset_dir: str | os.PathLike, output: str | os.Path
     if train.batching not in spec.batchings:
         raise UserError(f"model {name} does not support --batching {train.batching} (it supports: {', '.join(spec.batchings)})")
     ds = Dataset.load(dataset_dir)
+    sources = load_sources(spec, ds, train)
     feature_name, feats = None, None
     feature_info: dict[str, Any] = {}
     if spec.model_class.uses_text:
@@ -205,7 +218,28 @@ def train_model(name: str, dataset_dir: str | os.PathLike, output: str | os.Path
         if run_pretraining_stage(model, ds, train, output / PRETRAIN_DIR, resume, run_config) is not None:
             seed_everything(train.seed)  # fitting draws the same numbers whether the stage ran now or in an earlier sitting
         resume = resume and read_run_state(output) is not None  # a stage finished just now: fitting starts fresh
-    return fit(model, ds, train, output, feature_name=feature_name, extra={"run_config": run_config}, resume=resume)
+    return fit(model, ds, train, output, feature_name=feature_name, extra={"run_config": run_config}, resume=resume,
+               sources=sources)
+
+
+def load_sources(spec: Any, target: Any, train: TrainConfig) -> list[Any]:
+    """The source-domain datasets of ``train.source`` (``--source DIR``), for a model with a ``joint_task``.
+
+    A cross-domain model needs at least one; any other model refuses them; the target itself is no source."""
+    from unisrec.data.dataset import Dataset
+
+    joint = hasattr(spec.model_class, "joint_task")
+    if train.source and not joint:
+        raise UserError(f"--source: model {spec.name} trains on its target only; source domains are for the "
+                        "cross-domain models (recguru, ccdr)")
+    if joint and not train.source:
+        raise UserError(f"model {spec.name} trains on source domains and the target together: give at least one --source DIR")
+    sources = []
+    for path in train.source:
+        if target.path is not None and Path(path).resolve() == Path(target.path).resolve():
+            raise UserError(f"--source {path}: that is the target dataset itself")
+        sources.append(Dataset.load(path))
+    return sources
 
 
 # ----------------------------------------------------------------------------------------------
