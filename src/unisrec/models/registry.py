@@ -23,6 +23,8 @@ BUILT_IN: dict[str, tuple[Any, ...]] = {
     "fdsa": ("unisrec.models.fdsa:FDSA", "FDSA: item-ID and text-feature self-attention streams fused, CE over all items", ("last-item", "every-position")),
     "s3rec": ("unisrec.models.s3rec:S3Rec", "S3-Rec: self-supervised pre-training (AAP, MIP, MAP, SP over text vectors), then SASRec fine-tuning", ("last-item", "every-position")),
     "zesrec": ("unisrec.models.zesrec:ZESRec", "ZESRec: text vectors -> linear projection -> the same Transformer; no IDs, zero-shot to any catalogue", ("last-item", "every-position")),
+    "recguru": ("unisrec.models.recguru:RecGURU", "RecGURU: shared self-attentive autoencoder + adversarial domain discriminator, trained with --source domains and the target", ("last-item", "every-position")),
+    "ccdr": ("unisrec.models.ccdr:CCDR", "CCDR: intra- and inter-domain contrastive learning with --source domains, the target's ID model scores", ("last-item", "every-position")),
 }
 
 

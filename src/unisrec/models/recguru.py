@@ -1,0 +1,231 @@
+"""RecGURU (Li et al., "RecGURU: Adversarial Learning of Generalized User Representations for
+Cross-Domain Recommendation", WSDM 2022), trained on source domains and the target together.
+
+The method, each part one function below (cited by the paper's component names; our copy of the
+paper has no equation numbers to cite, so the authors' release, github.com/Chain123/RecGURU, names
+the code each part was checked against):
+
+* **GURU encoder** (:func:`generalized_user_representation`): domain-specific item-ID embeddings ->
+  one self-attentive encoder shared by all domains -> the output at the last item is the user's
+  *generalized user representation* (GUR). Here the encoder is the shared SASRec Transformer
+  (``models.encoder``) and the ID tables are the target's (the model's own) and one per source.
+* **GURU decoder** (:func:`reconstruction_loss`): a per-domain self-attentive decoder reconstructs
+  the sequence from its GUR (teacher forced), making encoder + decoder a sequence autoencoder.
+* **Domain discriminator** (:func:`discriminator_loss`): predicts from a GUR which domain its
+  sequence came from.
+* **Adversarial learning** (:func:`confusion_loss`): the encoder is trained against the
+  discriminator, so that source and target GURs become indistinguishable.
+* **Overlapping users** (:func:`overlap_loss`): the GURs of one person's sequences in two domains are
+  pulled together (mean squared error, the release's ``l2_constraint``). Used where users overlap
+  (``link_users``: same raw user id), not required.
+* **Next-item objective on the target**: the GUR of a target history scored against the target's
+  item table, cross-entropy over all items (the shared protocol's loss and batching).
+
+How the user representation of a test history is formed: the target history's item IDs -> the
+target's ID table -> the shared GURU encoder -> its output at the last item (the GUR) -> dot product
+with every target item's ID embedding. So a trained RecGURU *is* a SASRec-shaped model of the target
+(``item_embedding`` + ``encoder``); the source tables, decoders and discriminator are training-only
+parameters (:class:`RecGURUHeads`) and are not in the model directory.
+
+Adapted, on purpose (docs/training.md "Baselines: RecGURU and CCDR"):
+
+* the paper's CDSRec unit (a recommendation decoder that attends to the GUR) is not built: the GUR
+  itself is scored, so the next-item loss trains the GURU encoder directly;
+* the adversarial game is played in one optimizer step: the discriminator's loss sees detached GURs,
+  the encoder's loss a detached copy of the discriminator (simultaneous updates), instead of the
+  release's alternating updates with 5 discriminator steps (and, in its later code, a WGAN-GP critic);
+* the encoder's adversarial target is the uniform distribution over domains (the domain-confusion
+  loss), not the paper's flipped domain label: played in one step with the discriminator, the flipped
+  label is minimised by the domains swapping places instead of merging (measured, see
+  :func:`confusion_loss`); both losses are minimal against an optimal discriminator when it cannot
+  tell the domains apart;
+* more than one source: the discriminator classifies 1 + S domains (cross-entropy); with one source
+  it is the paper's two-domain discriminator;
+* reconstruction uses a sampled softmax with ``reconstruction_negatives`` uniform negatives shared
+  by the step's positions (the release: 30 per position);
+* a source is sampled, not passed over in full, every epoch (``training.joint``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, init_weights, length_buckets
+from unisrec.models.sasrec import SASRec
+from unisrec.training.joint import DomainSequences, JointTask, encode_last, link_users
+
+
+@dataclass
+class RecGURUConfig:
+    """The shared Transformer (the GURU encoder and each decoder) plus RecGURU's loss weights."""
+
+    reconstruction_weight: float = field(default=1.0, metadata={"help": "weight of each domain's autoencoder reconstruction loss (release: 1)"})
+    adversarial_weight: float = field(default=1.0, metadata={"help": "weight of the discriminator and confusion losses (release: 1)"})
+    overlap_weight: float = field(default=1.0, metadata={"help": "weight of the overlapping users' GUR distance (release: 1)"})
+    domain_batch_size: int = field(default=256, metadata={"help": "users drawn per domain per step for the cross-domain losses"})
+    reconstruction_negatives: int = field(default=100, metadata={"help": "uniform negatives of the reconstruction's sampled softmax (shared by a step's positions)"})
+    link_users: bool = field(default=True, metadata={
+        "help": "treat a target and a source user with the same raw user id as one person (overlap loss); "
+        "only for datasets sharing an id space"})
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    num_items: int = field(default=0, metadata={"derived": True})
+
+    def __post_init__(self) -> None:
+        check_sizes(self, num_items=(0, 2**31 - 2), domain_batch_size=(2, 2**20), reconstruction_negatives=(1, 2**20))
+        for name in ("reconstruction_weight", "adversarial_weight", "overlap_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+# ----------------------------------------------------------------------------- the method
+def generalized_user_representation(encoder: nn.Module, table: torch.Tensor, seqs: np.ndarray, lens: np.ndarray,
+                                    device: Any) -> torch.Tensor:
+    """RecGURU's GURU encoder: a domain's sequences (its own ID ``table``) through the encoder shared by
+    all domains; the output at each sequence's last item is its GUR, (B, d)."""
+    return encode_last(encoder, table, seqs, lens, device)
+
+
+def reconstruction_loss(decoder: SequenceEncoder, table: torch.Tensor, gur: torch.Tensor, seqs: np.ndarray,
+                        lens: np.ndarray, negatives: np.ndarray) -> torch.Tensor:
+    """RecGURU's GURU decoder: reconstruct each sequence x_1..x_n from its GUR u, teacher forced.
+
+    The decoder (a causal Transformer of the domain) reads u, x_1, ..., x_{n-1}; its output at step t
+    predicts x_t by a sampled softmax over [x_t, ``negatives``] (the domain's ID ``table`` scores both
+    sides, as in the release; a negative equal to x_t is removed). Mean over the B sequences' n
+    positions."""
+    device = gur.device
+    neg = torch.from_numpy(negatives).to(device)
+    neg_table = table[neg]
+    losses, count = [], 0
+    for g in length_buckets(lens):
+        width = int(lens[g].max())
+        seq = torch.from_numpy(seqs[g, :width]).to(device)
+        inputs = torch.cat([gur[torch.from_numpy(g).to(device)].unsqueeze(1), table[seq[:, :-1]]], 1)
+        lengths = torch.from_numpy(lens[g]).to(device)
+        out = decoder.forward_all(inputs, lengths)
+        real = torch.arange(width, device=device)[None, :] < lengths[:, None]
+        h, positives = out[real], seq[real]
+        negative_logits = (h @ neg_table.T).masked_fill(neg[None, :] == positives[:, None], float("-inf"))
+        logits = torch.cat([(h * table[positives]).sum(-1, keepdim=True), negative_logits], 1)
+        losses.append(F.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long, device=device), reduction="sum"))
+        count += len(h)
+    return torch.stack(losses).sum() / count
+
+
+def discriminator_loss(discriminator: nn.Module, gur: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+    """RecGURU's domain discriminator: predict each GUR's domain (cross-entropy; with two domains the
+    paper's binary loss). The GURs are detached: this loss trains the discriminator only."""
+    return F.cross_entropy(discriminator(gur.detach()), domains)
+
+
+def confusion_loss(discriminator: nn.Module, gur: torch.Tensor, n_domains: int) -> torch.Tensor:
+    """RecGURU's adversarial loss of the encoder (the generator), in its domain-confusion form: the
+    cross-entropy of the discriminator's prediction for each GUR against the uniform distribution over
+    the ``n_domains`` domains, minimal when the discriminator cannot place any GUR. The discriminator's
+    parameters are detached: this loss trains the encoder (and the ID tables) only.
+
+    The paper's generator loss uses the flipped domain label instead; against an optimal discriminator
+    both are minimal exactly when the domains' GURs are distributed alike. Played in one optimizer step
+    with the discriminator (simultaneous updates), the flipped label is minimised by the two domains
+    swapping places rather than merging: on the toy of tests/test_recguru.py (a linear encoder, two
+    domains one offset apart, 3 seeds) a fresh probe still told the domains apart with accuracy
+    0.94-1.0 after flipped-label training (0.96-1.0 with gradient reversal), 0.55-0.56 after this loss."""
+    frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+    logits = torch.func.functional_call(discriminator, frozen, (gur,))
+    return F.cross_entropy(logits, torch.full_like(logits, 1.0 / n_domains))
+
+
+def overlap_loss(target_gur: torch.Tensor, source_gur: torch.Tensor) -> torch.Tensor:
+    """RecGURU's constraint on overlapping users: the mean squared difference of one person's GURs
+    from their target and their source sequences (row i of both is the same user)."""
+    return F.mse_loss(target_gur, source_gur)
+
+
+# ----------------------------------------------------------------------------- the model
+class RecGURU(SASRec):
+    """The target recommender: the target's ID table + the shared GURU encoder (scores as SASRec's)."""
+
+    model_type = "recguru"
+    config_class = RecGURUConfig
+
+    def joint_task(self, target: Any, sources: list[Any], train: Any, device: torch.device) -> "RecGURUTask":
+        """Joint training on ``sources`` and ``target`` (``unisrec train recguru TARGET --source DIR``)."""
+        return RecGURUTask(self, target, sources, train, device)
+
+
+class RecGURUHeads(nn.Module):
+    """Training-only parameters: each source's ID table, one decoder per domain (target first), the
+    discriminator (a two-layer MLP over the GUR, 1 + S domain logits)."""
+
+    def __init__(self, config: RecGURUConfig, source_items: list[int]):
+        super().__init__()
+        hidden, std = config.encoder.hidden_size, config.encoder.initializer_range
+        self.source_embeddings = nn.ModuleList(nn.Embedding(n + 1, hidden, padding_idx=0) for n in source_items)
+        self.decoders = nn.ModuleList(SequenceEncoder(config.encoder) for _ in range(1 + len(source_items)))
+        self.discriminator = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1 + len(source_items)))
+        self.source_embeddings.apply(lambda m: init_weights(m, std))
+        self.discriminator.apply(lambda m: init_weights(m, std))
+
+
+class RecGURUTask(JointTask):
+    """One step: the target's next-item loss + reconstruction (every domain) + discriminator +
+    confusion + overlap. ``domain_accuracy`` (logged, weight 0) is the discriminator's accuracy on
+    the step's GURs: 1 / (1 + S) means the domains are confused."""
+
+    loss_names = ("reconstruction", "discriminator", "confusion", "overlap", "domain_accuracy")
+
+    def __init__(self, model: RecGURU, target: Any, sources: list[Any], train: Any, device: torch.device):
+        cfg = model.config
+        super().__init__(model, target, sources, train, device, RecGURUHeads(cfg, [s.num_items for s in sources]))
+        self.domains = [DomainSequences.of(d, train.max_history) for d in (target, *sources)]
+        self.links = [link_users(target, self.domains[0], s, self.domains[1 + i]) if cfg.link_users else np.zeros((0, 2), np.int64)
+                      for i, s in enumerate(sources)]
+
+    def describe(self) -> str:
+        parts = [f"{d.name} ({len(d):,} users, {d.num_items:,} items)" for d in self.domains]
+        linked = ", ".join(f"{len(p):,} with {d.name}" for p, d in zip(self.links, self.domains[1:]))
+        return f"RecGURU: target {parts[0]}; sources {', '.join(parts[1:])}; overlapping users: {linked}"
+
+    def tables(self) -> list[torch.Tensor]:
+        return [self.model.item_embedding.weight, *(e.weight for e in self.heads.source_embeddings)]
+
+    def cross_domain_losses(self, rng: np.random.Generator) -> dict[str, tuple[float, torch.Tensor]]:
+        cfg, dev, heads = self.model.config, self.device, self.heads
+        tables = self.tables()
+        gurs, labels, recon = [], [], []
+        for d, dom in enumerate(self.domains):
+            seqs, lens = dom.batch(dom.sample(rng, cfg.domain_batch_size))
+            u = generalized_user_representation(self.model.encoder, tables[d], seqs, lens, dev)
+            negatives = rng.integers(1, dom.num_items + 1, size=cfg.reconstruction_negatives)
+            if cfg.reconstruction_weight:
+                recon.append(reconstruction_loss(heads.decoders[d], tables[d], u, seqs, lens, negatives))
+            gurs.append(u)
+            labels.append(torch.full((len(u),), d, dtype=torch.long, device=dev))
+        out: dict[str, tuple[float, torch.Tensor]] = {}
+        if recon:
+            out["reconstruction"] = (cfg.reconstruction_weight, torch.stack(recon).sum())
+        gur, domains = torch.cat(gurs), torch.cat(labels)
+        if cfg.adversarial_weight:
+            out["discriminator"] = (cfg.adversarial_weight, discriminator_loss(heads.discriminator, gur, domains))
+            out["confusion"] = (cfg.adversarial_weight, confusion_loss(heads.discriminator, gur, len(self.domains)))
+            with torch.no_grad():
+                accuracy = (heads.discriminator(gur).argmax(1) == domains).float().mean()
+            out["domain_accuracy"] = (0.0, accuracy)
+        overlaps = []
+        for s, pairs in enumerate(self.links):
+            if len(pairs) == 0 or not cfg.overlap_weight:
+                continue
+            pick = pairs[rng.permutation(len(pairs))[: cfg.domain_batch_size]]
+            tgt, src = self.domains[0], self.domains[1 + s]
+            u_t = generalized_user_representation(self.model.encoder, tables[0], *tgt.batch(pick[:, 0]), dev)
+            u_s = generalized_user_representation(self.model.encoder, tables[1 + s], *src.batch(pick[:, 1]), dev)
+            overlaps.append(overlap_loss(u_t, u_s))
+        if overlaps:
+            out["overlap"] = (cfg.overlap_weight, torch.stack(overlaps).mean())
+        return out
