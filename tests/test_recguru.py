@@ -132,7 +132,7 @@ def _toy_game(encoder_loss: str, seed: int, n: int = 256, steps: int = 400) -> f
     return _probe(encoder(x).detach(), y)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_encoders_adversarial_updates_lead_to_domain_confusion_on_a_toy(seed):
     assert _toy_game("none", seed) > 0.9  # the task alone leaves the domains apart
     assert _toy_game("confusion", seed) < 0.65  # the adversarial updates merge them
