@@ -91,6 +91,7 @@ def test_writes_disabled_without_a_key(model_dir):
         assert "UNISREC_API_KEY" in body["detail"] and "--allow-writes" in body["detail"]
         # even a key is useless when the server has none
         assert httpx.post(f"{url}/items", json={"items": {"n1": "t"}}, headers=BEARER).status_code == 403
+        assert httpx.post(f"{url}/items", content=b"\x00 not json", headers=JSON).status_code == 403
         assert httpx.get(f"{url}/health").json()["writes"] == "disabled"
     assert rec.num_items == 30 and "n1" not in rec
 
@@ -108,6 +109,11 @@ def test_api_key_is_required_and_checked(model_dir):
             assert c.post("/items", json=item, headers=headers).status_code == 401, headers
         # auth is checked before the body: a bad body from a stranger is still a 401
         assert c.post("/items", json={"items": "garbage"}).status_code == 401
+        for raw in (b"\x00\x01 nope", b'{"items": ', b"\xff\xfe"):  # bodies that are not even JSON
+            r = c.post("/items", content=raw, headers=JSON)
+            assert_json_error(r, 401, "unauthorized", "API key")
+            assert c.post("/items", content=raw, headers={**JSON, "Authorization": "Bearer wrong"}).status_code == 401
+            assert c.post("/items", content=raw, headers={**JSON, **BEARER}).status_code == 400  # the key holder learns why
         assert rec.num_items == 30
         r = c.post("/items", json=item, headers=BEARER)
         assert r.status_code == 200 and r.json() == {"added": 1, "updated": 0, "num_items": 31}

@@ -246,7 +246,24 @@ def _catalogue_id_chars(recommender: Recommender) -> int:
 
 
 # ----------------------------------------------------------------- error handlers
+def _refused_writer(request: Request) -> Response | None:
+    """The 401/403 an unauthorised POST /items gets before anything about its body. FastAPI parses
+    the body before it runs the route's dependencies, so a body that is not JSON would otherwise be
+    answered 400 ahead of the key check (the error handlers below ask this first)."""
+    service = getattr(request.app.state, "service", None)
+    if service is None or request.method != "POST" or request.scope.get("path") != "/items":
+        return None
+    try:
+        service.check_writer(request, offered_keys(request))
+    except ApiError as exc:
+        return _error(exc.status, exc.code, exc.detail, headers=exc.headers)
+    return None
+
+
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    refused = _refused_writer(request)
+    if refused is not None:
+        return refused
     bad_json = [err for err in exc.errors() if err.get("type") == "json_invalid"]
     if bad_json:
         at = bad_json[0].get("loc", ("body", "?"))[-1]
@@ -286,6 +303,9 @@ HTTP_ERROR_CODES = {400: "malformed_request", 404: "not_found", 405: "method_not
 
 
 async def _on_http_error(request: Request, exc: HTTPException) -> Response:
+    refused = _refused_writer(request) if exc.status_code == 400 else None
+    if refused is not None:
+        return refused
     code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
     return _error(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
@@ -402,6 +422,15 @@ KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the s
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="unisrec"'}
 
 
+def offered_keys(request: Request) -> list[str]:
+    """The API keys a request offers, read as BEARER and KEY_HEADER read them (for the error handlers,
+    which run without the route's dependencies)."""
+    from fastapi.security.utils import get_authorization_scheme_param
+
+    scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+    return [k for k in (token if scheme.lower() == "bearer" else None, request.headers.get("X-API-Key")) if k]
+
+
 class Service:
     """The state behind one app's routes: the recommender, its limits, the write policy, the encode
     gate and (with micro-batching on) the batcher."""
@@ -441,10 +470,13 @@ class Service:
         api_key: Annotated[str | None, Depends(KEY_HEADER)],
     ) -> None:
         """Dependency of POST /items: the API key where one is set, else the --allow-writes rule."""
+        self.check_writer(request, [c for c in (credentials.credentials if credentials else None, api_key) if c])
+
+    def check_writer(self, request: Request, offered: list[str]) -> None:
+        """Raise the 401/403 ApiError of a request offering the keys ``offered`` that may not write."""
         if self.expected_key is None:
             self._check_open_writes(request)
             return
-        offered = [c for c in (credentials.credentials if credentials else None, api_key) if c]
         if not offered:
             raise ApiError(401, "unauthorized", "POST /items needs the API key: send 'Authorization: Bearer KEY' "
                            "or 'X-API-Key: KEY'", CHALLENGE)
@@ -494,6 +526,7 @@ def create_app(recommender: Recommender, settings: ServerSettings | None = None,
         version=_version(),
         default_response_class=JSONBody,
     )
+    app.state.service = service
     app.state.recommender = recommender
     app.state.settings = cfg
     app.state.encode_gate = service.gate
