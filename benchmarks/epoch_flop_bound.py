@@ -1,7 +1,7 @@
 """Counted-FLOP lower bound of one supervised training epoch, per batching, beside measured epochs.
 
     python benchmarks/epoch_flop_bound.py --data data/online_retail_shuffled \
-        --measured every-position=runs/or_sasrec_ep/training_log.jsonl --threads 2
+        --measured every-position=runs/or_sasrec_ep/training_log.jsonl --threads 2 --time-steps 10
 
 For SASRec's Transformer (hidden d, feed-forward f, 2 layers) it counts, with the real batches the
 library builds (``training.batching`` + ``models.encoder.length_buckets``):
@@ -14,7 +14,9 @@ Per token and layer, forward: 8 d^2 (Q, K, V, output projections) + 4 L d (score
 over the L attended positions) + 4 d f (feed-forward); per target: 2 d (n + 1) for the scores.
 Backward counts twice the forward. The bound in seconds divides by the float32 matmul rate this
 machine reaches (measured here on shapes of the training step). ``--measured NAME=LOG`` adds a
-training log's median epoch seconds. Writes results/online_retail/epoch_flop_bound.json / .md.
+training log's median epoch seconds; ``--time-steps N`` times N real training steps (SASRec with
+the paper's sizes, Adam) of each batching in this process, so the paper's hour-long epoch can be set
+beside the fast path's in one run. Writes results/online_retail/epoch_flop_bound.json / .md.
 """
 
 from __future__ import annotations
@@ -73,6 +75,30 @@ def matmul_rate(threads: int, d: int, n_items: int) -> float:
     return float(np.mean(rates))
 
 
+def time_steps(batching, num_items: int, threads: int, steps: int, seed: int = 0) -> tuple[float, int]:
+    """(mean wall seconds of one training step -- forward, backward, Adam -- over ``steps`` real
+    batches of epoch 1 after one warm-up step, steps per epoch): a same-process epoch estimate."""
+    import torch
+
+    from unisrec.models.sasrec import SASRec, SASRecConfig
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = SASRec.for_dataset(SASRecConfig(), num_items).train()  # the paper's sizes
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = batching.epoch(1, seed)
+    times = []
+    for i, idx in enumerate(batches[: steps + 1]):
+        t = time.perf_counter()
+        loss, _ = batching.loss(model, idx, "cpu")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if i:
+            times.append(time.perf_counter() - t)
+    return float(np.mean(times)), len(batches)
+
+
 def main() -> int:
     from unisrec.data.dataset import Dataset
     from unisrec.training.batching import EveryPositionBatching, LastItemBatching
@@ -84,6 +110,9 @@ def main() -> int:
     p.add_argument("--hidden", type=int, default=300)
     p.add_argument("--inner", type=int, default=256)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--fast-batch-size", type=int, default=512, help="targets per step of the every-position rows (the fast path)")
+    p.add_argument("--time-steps", type=int, default=0,
+                   help="also time this many real training steps of each batching in this process (epoch = mean step x steps)")
     p.add_argument("--cap", type=int, default=8, help="every-position targets per window piece (TrainConfig.max_targets_per_window)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--measured", action="append", default=[], metavar="NAME=LOG_OR_SECONDS",
@@ -92,11 +121,11 @@ def main() -> int:
     args = p.parse_args()
 
     ds = Dataset.load(args.data)
-    h, b, d, f, nl = args.max_history, args.batch_size, args.hidden, args.inner, args.layers
+    h, b, fb, d, f, nl = args.max_history, args.batch_size, args.fast_batch_size, args.hidden, args.inner, args.layers
     variants = {
-        "last-item (the paper's)": LastItemBatching(ds, h, b),
-        "every-position, no cap": EveryPositionBatching(ds, h, b, cap=0),
-        f"every-position, cap {args.cap}": EveryPositionBatching(ds, h, b, cap=args.cap),
+        f"last-item (the paper's), batch {b}": LastItemBatching(ds, h, b),
+        f"every-position, batch {fb} (the fast path)": EveryPositionBatching(ds, h, fb, cap=0),
+        f"every-position, batch {fb}, cap {args.cap}": EveryPositionBatching(ds, h, fb, cap=args.cap),
     }
     rate = matmul_rate(args.threads, d, ds.num_items)
     measured = {}
@@ -111,19 +140,25 @@ def main() -> int:
         c = batching_flops(batching, d, f, nl, ds.num_items)
         rows[name] = {**c, "bound_seconds": c["needed"] / (rate * 1e9), "computed_seconds_at_rate": c["computed"] / (rate * 1e9),
                       "measured_seconds": next((v for k, v in measured.items() if name.startswith(k)), None)}
+        if args.time_steps:
+            step, n_steps = time_steps(batching, ds.num_items, args.threads, args.time_steps)
+            rows[name].update(step_seconds=step, steps_per_epoch=n_steps, timed_epoch_seconds=step * n_steps)
+            print(f"{name}: {step:.3f} s/step x {n_steps} steps = {step * n_steps:.0f} s", flush=True)
     result = {"dataset": benchlib.display_path(args.data), "users": ds.num_users, "items": ds.num_items,
-              "model": f"SASRec, hidden {d}, feed-forward {f}, {nl} layers, max history {h}, batch {b}",
+              "model": f"SASRec, hidden {d}, feed-forward {f}, {nl} layers, max history {h}",
               "matmul_gflops": rate, "threads": args.threads, "variants": rows,
               "command": benchlib.reproduce_command(__file__)}
     md = [f"# Counted-FLOP bound of one training epoch ({result['dataset']})", "",
           f"{result['model']}; float32 matmul rate measured here: {rate:.0f} GFLOP/s on {args.threads} thread(s).", "",
-          "| batching | encoded tokens | targets | needed TFLOP | computed TFLOP (padding) | bound s | measured s | measured / bound |",
-          "|---|---|---|---|---|---|---|---|"]
+          "| batching | encoded tokens | targets | needed TFLOP | computed TFLOP (padding) | bound s | measured epoch s | measured / bound | timed steps: s/step x steps = epoch s | timed / bound |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         m = r["measured_seconds"]
         shown = ("", "") if m is None else (f"{m:.0f}", f"{m / r['bound_seconds']:.2f}x")
+        timed = ("", "") if "step_seconds" not in r else (
+            f"{r['step_seconds']:.3f} x {r['steps_per_epoch']} = {r['timed_epoch_seconds']:.0f}", f"{r['timed_epoch_seconds'] / r['bound_seconds']:.2f}x")
         md.append(f"| {name} | {r['encoded_tokens']:,.0f} | {r['targets']:,.0f} | {r['needed'] / 1e12:.1f} | {r['computed'] / 1e12:.1f} | "
-                  f"{r['bound_seconds']:.0f} | {shown[0]} | {shown[1]} |")
+                  f"{r['bound_seconds']:.0f} | {shown[0]} | {shown[1]} | {timed[0]} | {timed[1]} |")
     md += ["", "needed = every real token once, forward + backward, plus the all-item scores of every target; computed = "
            "the same with each length bucket padded to its longest (what the code runs). bound s = needed / the matmul rate.",
            "", f"Command: `{result['command']}`", ""]
