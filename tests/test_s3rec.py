@@ -218,3 +218,18 @@ def test_no_features_no_pretraining_stage_and_the_release_random_attributes(toy,
     task = S3RecPretrainTask(model, ds, TrainConfig(), torch.device("cpu"))
     assert task.features.shape == feats.shape and not torch.allclose(task.features, feats)
     assert task.features.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_pretraining_stage_weights_follow_the_umask(toy, tmp_path):
+    """OUTPUT/pretrain/model.safetensors gets the umask's mode like every other weight file (safetensors
+    alone writes 0600)."""
+    import os
+
+    train, model_cfg = configs(pretrain_epochs=1, epochs=1)
+    old = os.umask(0o002)
+    try:
+        train_model("s3rec", toy, tmp_path / "m", train, model_cfg)
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in (tmp_path / "m").rglob("*.safetensors")}
+    assert "m/pretrain/model.safetensors" in modes and set(modes.values()) == {oct(0o664)}, modes

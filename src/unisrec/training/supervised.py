@@ -261,9 +261,10 @@ def run_pretraining_stage(model: Any, dataset: Any, config: TrainConfig, output:
     """Run ``model.pretraining_task`` to completion in ``output`` (see above); returns done.json's content."""
     import json
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from unisrec.data.dataset import write_json
+    from unisrec.models.checkpoint import save_safetensors
     from unisrec.training.state import cpu_state
 
     ctx = DistContext(device=resolve_device(config.device))
@@ -294,7 +295,7 @@ def run_pretraining_stage(model: Any, dataset: Any, config: TrainConfig, output:
     log.start(run.global_step if saved is not None else None)
     settings = LoopSettings(task.epochs, time_limit_minutes=task.time_limit_minutes)
     reason, _ = train_loop(task, task.module, optimizer, run, settings, ctx, log, output)
-    save_file(cpu_state(model), str(output / "model.safetensors"))
+    save_safetensors(cpu_state(model), output / "model.safetensors")
     info = {"stop_reason": reason, "epochs_run": run.epoch, "steps": run.global_step, "seconds": run.elapsed}
     write_json(done, info)
     log.say(f"pre-training stage done: {run.epoch} epochs ({reason})")
