@@ -115,8 +115,8 @@ def main() -> int:
                    help="also time this many real training steps of each batching in this process (epoch = mean step x steps)")
     p.add_argument("--cap", type=int, default=8, help="every-position targets per window piece (TrainConfig.max_targets_per_window)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--measured", action="append", default=[], metavar="NAME=LOG_OR_SECONDS",
-                   help="a batching's measured epoch: a training_log.jsonl (median 'seconds') or a number of seconds")
+    p.add_argument("--measured", action="append", default=[], metavar="ROW=LOG_OR_SECONDS",
+                   help="a row's measured epoch (ROW = the row name without its parenthesis, e.g. \"every-position, batch 512\"): a training_log.jsonl (median 'seconds') or a number of seconds")
     p.add_argument("--out", default=str(benchlib.RESULTS / "online_retail" / "epoch_flop_bound"))
     args = p.parse_args()
 
@@ -139,7 +139,7 @@ def main() -> int:
     for name, batching in variants.items():
         c = batching_flops(batching, d, f, nl, ds.num_items)
         rows[name] = {**c, "bound_seconds": c["needed"] / (rate * 1e9), "computed_seconds_at_rate": c["computed"] / (rate * 1e9),
-                      "measured_seconds": next((v for k, v in measured.items() if name.startswith(k)), None)}
+                      "measured_seconds": next((v for k, v in measured.items() if name == k or name.split(" (")[0] == k), None)}
         if args.time_steps:
             step, n_steps = time_steps(batching, ds.num_items, args.threads, args.time_steps)
             rows[name].update(step_seconds=step, steps_per_epoch=n_steps, timed_epoch_seconds=step * n_steps)
