@@ -55,11 +55,14 @@ def shared_root() -> Path:
 
 def display_path(path: str | os.PathLike) -> str:
     """``path`` as a results page should show it: relative to the repository when it lies inside it,
-    ``TMPDIR/...`` under the temp folder, otherwise unchanged (pages should hold no machine paths)."""
+    ``$UNISREC_DATA/...`` under the datasets folder, ``TMPDIR/...`` under the temp folder, otherwise unchanged (pages should hold no machine paths)."""
     p = Path(path)
     if not p.is_absolute():
         return str(p)
-    for base, name in ((ROOT, ""), (Path(tempfile.gettempdir()), "TMPDIR")):
+    bases = [(ROOT, ""), (Path(tempfile.gettempdir()), "TMPDIR")]
+    if os.environ.get("UNISREC_DATA"):  # the datasets folder the benchmarks read (dataset_dir)
+        bases.insert(1, (Path(os.environ["UNISREC_DATA"]), "$UNISREC_DATA"))
+    for base, name in bases:
         for candidate in (p, p.resolve()):
             try:
                 rel = candidate.relative_to(base)

@@ -1,4 +1,4 @@
-"""`unisrec benchmark [run] SPEC.yaml` and `unisrec benchmark report RUNS`: thin shells over
+"""`unisrec benchmark [run] GRID.yaml` and `unisrec benchmark report RUNS`: thin shells over
 :mod:`unisrec.benchmark.runner` and :mod:`unisrec.benchmark.report` (docs/benchmark.md)."""
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ A second `run` skips finished cells and resumes interrupted ones, so a campaign 
 def register(subparsers: argparse._SubParsersAction) -> None:
     b = subparsers.add_parser(
         "benchmark", help="run a grid of models x datasets x seeds and report it as the paper's Table 3",
-        description="`run SPEC.yaml`: train every (dataset, model, seed) cell of a spec into RUNS/DATASET/MODEL/seedN/ "
+        description="`run GRID.yaml`: train every (dataset, model, seed) cell of a spec into RUNS/DATASET/MODEL/seedN/ "
         "(finished cells skipped, interrupted ones resumed). `report RUNS`: the paper's Table 3 layout with "
         "per-user paired t-tests, as markdown (+ JSON and validation-curve PNGs with --out).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="unisrec benchmark [run] SPEC.yaml [--runs DIR] [--threads N] [--parallel N] [--in-process] [--finalize]\n"
+        usage="unisrec benchmark [run] GRID.yaml [--runs DIR] [--threads N] [--parallel N] [--in-process] [--finalize]\n"
               "                         [--dry-run] [--datasets A,B] [--models LABEL,...] [--seeds S,...]\n"
               "       unisrec benchmark report RUNS_DIR [--out FILE_STEM] [--title TITLE] [--note TEXT]",
     )
-    b.add_argument("words", nargs="+", metavar="[run|report] PATH", help="run SPEC.yaml (default) or report RUNS_DIR")
-    b.add_argument("--runs", metavar="DIR", help="run: where the cells go (default: runs/SPEC_NAME)")
+    b.add_argument("words", nargs="+", metavar="[run|report] PATH", help="run GRID.yaml (default) or report RUNS_DIR")
+    b.add_argument("--runs", metavar="DIR", help="run: where the cells go (default: runs/GRID_NAME)")
     b.add_argument("--threads", type=int, metavar="N", help="run: torch CPU threads per cell (overrides the spec)")
     b.add_argument("--parallel", type=int, default=1, metavar="N", help="run: cells at once, each a process (e.g. on a GPU; default 1)")
     b.add_argument("--in-process", action="store_true", help="run: train in this process (no crash isolation)")
@@ -48,7 +48,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     words = list(args.words)
     action = words.pop(0) if words[0] in ("run", "report") else "run"
     if len(words) != 1:
-        raise UserError(f"expected `benchmark {action} {'SPEC.yaml' if action == 'run' else 'RUNS_DIR'}`, got {' '.join(args.words)}")
+        raise UserError(f"expected `benchmark {action} {'GRID.yaml' if action == 'run' else 'RUNS_DIR'}`, got {' '.join(args.words)}")
     if action == "report":
         return _report(Path(words[0]), args)
     return _run(Path(words[0]), args)
