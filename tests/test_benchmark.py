@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from unisrec.benchmark import paper, runner
+from unisrec.benchmark.archive import archive_runs
 from unisrec.benchmark.report import build_report, fmt_cell, rank_marks, render_markdown
 from unisrec.benchmark.significance import compare, paired_ttest_greater, per_user_metric, seed_averaged
 from unisrec.benchmark.spec import load_spec, spec_from_dict, subset
@@ -363,3 +364,41 @@ def test_paper_table_is_complete():
     assert paper.paper_value("scientific", "inductive", "ndcg@10") == 0.0641
     assert paper.paper_value("scientific", "ccdr", "recall@10") == 0.0695
     assert paper.paper_value("games", "sasrec", "recall@10") is None
+
+
+# ------------------------------------------------------------------------------- archive
+
+
+def test_archive_keeps_what_the_report_needs_without_paths_and_restores_a_campaign(grid, tmp_path, monkeypatch):
+    spec, runs, _, _ = grid
+    monkeypatch.setenv("UNISREC_DATA", str(Path(spec.datasets["toy"].path).parent))
+    monkeypatch.chdir(tmp_path)
+    (runs / "toy" / "SASRec" / "seed9").mkdir(exist_ok=True)  # a cell that never finished: left out, named
+    (runs / "toy" / "SASRec" / "seed9" / "config.json").write_text("{}")
+    assert main(["benchmark", "archive", str(runs), "--out", "archive"]) == 0
+    arch = tmp_path / "archive"
+    kept = sorted(str(p.relative_to(arch)) for p in arch.rglob("*") if p.is_file())
+    assert kept == ["benchmark.json"] + [f"toy/{m}/seed{s}/{f}" for m in ("SASRec", "UniSRec_t") for s in (1, 2)
+                                         for f in sorted(("config.json", "metrics.json", "test_ranks.npy", "training_log.jsonl"))]
+    for p in arch.rglob("*.json*"):  # no machine paths: the data folder shows as $UNISREC_DATA
+        text = p.read_text()
+        assert str(tmp_path) not in text and str(runs) not in text and str(spec.datasets["toy"].path) not in text, p
+    for p in runs.glob("toy/*/seed[12]/test_ranks.npy"):
+        assert np.array_equal(np.load(p), np.load(arch / p.relative_to(runs)))
+    # the archive reports exactly like the run tree
+    a, b = build_report(runs), build_report(arch)
+    assert a["datasets"]["toy"]["tests"] == b["datasets"]["toy"]["tests"] and a["datasets"]["toy"]["tests"]
+    assert a["datasets"]["toy"]["rows"] == b["datasets"]["toy"]["rows"]
+    # copied back as a run folder, every archived cell counts as finished and nothing retrains
+    restored = tmp_path / "restored"
+    import shutil
+    shutil.copytree(arch, restored)
+
+    def no_training(*a, **k):
+        raise AssertionError("an archived cell was trained again")
+
+    monkeypatch.setattr(runner, "train_cell", no_training)
+    summary = runner.run_benchmark(spec, restored, threads=1, isolate=False, say=lambda s: None)
+    assert [c["status"] for c in summary["cells"] if c["model"] != "Later"] == ["skipped"] * 4
+    with pytest.raises(UserError, match="differ"):
+        archive_runs(runs, runs)

@@ -11,7 +11,10 @@ examples:
   unisrec benchmark run configs/benchmarks/table3_scientific.yaml --runs runs/table3_scientific --threads 1
   unisrec benchmark configs/benchmarks/table3_scientific.yaml          (the same: run is the default)
   unisrec benchmark report runs/table3_scientific --out results/table3/benchmark_scientific
-A second `run` skips finished cells and resumes interrupted ones, so a campaign can span sittings."""
+  unisrec benchmark archive runs/table3_scientific --out results/table3/cells_scientific
+A second `run` skips finished cells and resumes interrupted ones, so a campaign can span sittings.
+`archive` keeps what a report needs (metrics, config, curve, per-user ranks; no weights) in a small tree
+that can be committed, reported, and copied back to a run folder to restore a campaign on a new machine."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,13 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "benchmark", help="run a grid of models x datasets x seeds and report it as the paper's Table 3",
         description="`run GRID.yaml`: train every (dataset, model, seed) cell of a spec into RUNS/DATASET/MODEL/seedN/ "
         "(finished cells skipped, interrupted ones resumed). `report RUNS`: the paper's Table 3 layout with "
-        "per-user paired t-tests, as markdown (+ JSON and validation-curve PNGs with --out).",
+        "per-user paired t-tests, as markdown (+ JSON and validation-curve PNGs with --out). `archive RUNS --out DIR`: "
+        "copy every finished cell's metrics, config, curve and per-user ranks (no weights) into DIR, itself a run tree.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="unisrec benchmark [run] GRID.yaml [--runs DIR] [--threads N] [--parallel N] [--in-process] [--finalize]\n"
               "                         [--dry-run] [--datasets A,B] [--models LABEL,...] [--seeds S,...]\n"
-              "       unisrec benchmark report RUNS_DIR [--out FILE_STEM] [--title TITLE] [--note TEXT]",
+              "       unisrec benchmark report RUNS_DIR [--out FILE_STEM] [--title TITLE] [--note TEXT]\n"
+              "       unisrec benchmark archive RUNS_DIR --out DIR",
     )
-    b.add_argument("words", nargs="+", metavar="[run|report] PATH", help="run GRID.yaml (default) or report RUNS_DIR")
+    b.add_argument("words", nargs="+", metavar="[run|report] PATH", help="run GRID.yaml (default), report RUNS_DIR or archive RUNS_DIR")
     b.add_argument("--runs", metavar="DIR", help="run: where the cells go (default: runs/GRID_NAME)")
     b.add_argument("--threads", type=int, metavar="N", help="run: torch CPU threads per cell (overrides the spec)")
     b.add_argument("--parallel", type=int, default=1, metavar="N", help="run: cells at once, each a process (e.g. on a GPU; default 1)")
@@ -36,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--datasets", metavar="A,B", help="run: only these datasets of the spec")
     b.add_argument("--models", metavar="LABEL,...", help="run: only these model labels of the spec")
     b.add_argument("--seeds", metavar="S,...", help="run: only these seeds of the spec")
-    b.add_argument("--out", metavar="FILE_STEM", help="report: write FILE_STEM.md, .json and FILE_STEM_DATASET_curves.png")
+    b.add_argument("--out", metavar="FILE_STEM", help="report: write FILE_STEM.md, .json and FILE_STEM_DATASET_curves.png; "
+                   "archive: the folder to copy into")
     b.add_argument("--title", help="report: the markdown title")
     b.add_argument("--note", default="", help="report: a paragraph under the title (machine, load, ...)")
     b.set_defaults(func=_benchmark)
@@ -46,11 +52,13 @@ def _benchmark(args: argparse.Namespace) -> int:
     from unisrec.errors import UserError
 
     words = list(args.words)
-    action = words.pop(0) if words[0] in ("run", "report") else "run"
+    action = words.pop(0) if words[0] in ("run", "report", "archive") else "run"
     if len(words) != 1:
         raise UserError(f"expected `benchmark {action} {'GRID.yaml' if action == 'run' else 'RUNS_DIR'}`, got {' '.join(args.words)}")
     if action == "report":
         return _report(Path(words[0]), args)
+    if action == "archive":
+        return _archive(Path(words[0]), args)
     return _run(Path(words[0]), args)
 
 
@@ -89,4 +97,16 @@ def _report(runs: Path, args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     else:
         print(render_markdown(result, args.title, args.note))
+    return 0
+
+
+def _archive(runs: Path, args: argparse.Namespace) -> int:
+    from unisrec.benchmark.archive import archive_runs
+    from unisrec.errors import UserError
+
+    if not args.out:
+        raise UserError("`benchmark archive RUNS_DIR` needs --out DIR (the folder to copy the cells' small files into)")
+    done = archive_runs(runs, args.out)
+    print(f"archived {len(done['archived'])} finished cells into {args.out}"
+          + (f"; not finished (left out): {', '.join(done['unfinished'])}" if done["unfinished"] else ""))
     return 0

@@ -1,0 +1,140 @@
+"""`unisrec benchmark archive RUNS --out DIR`: keep the small, durable part of a campaign.
+
+A run tree (``RUNS/DATASET/MODEL/seedN/``) holds model weights and resume states -- hundreds of MB
+that do not belong in git -- next to the few files that a report needs. A machine that is wiped
+between sittings loses the whole tree, and with it the per-user ranks that the paired t-tests are
+computed from. The archive copies, for every *finished* cell, only:
+
+* ``metrics.json`` (test / valid metrics, epochs, stop reason, epoch times),
+* ``config.json`` (every option the cell was trained with: the stale-cell check reads it),
+* ``training_log.jsonl`` (the validation curve the report plots),
+* ``test_ranks.npy`` (int32 rank of each test user's target: every R@K / N@K and the tests),
+
+plus ``RUNS/benchmark.json``; about 50 KB per cell on Scientific. Absolute paths inside the JSON
+files are rewritten (``$UNISREC_DATA/...``, or relative to the current folder, or the file name),
+so a committed archive holds no machine paths.
+
+An archive is itself a run tree: ``unisrec benchmark report ARCHIVE`` reports it, and copying it to
+``runs/NAME`` before ``unisrec benchmark run SPEC --runs runs/NAME`` restores a campaign -- the
+archived cells count as finished (skipped, never retrained), only the missing ones train.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from unisrec.benchmark.runner import METRICS_NAME, SUMMARY_NAME
+from unisrec.errors import UserError
+
+ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, "config.json", "training_log.jsonl", "test_ranks.npy")
+
+
+def _bases(runs: Path) -> list[tuple[str, str]]:
+    """(absolute folder, how an archive shows it), longest first, so the most specific one wins."""
+    cwd = Path.cwd().resolve()
+    shown_runs = runs.resolve()
+    try:
+        runs_text = str(shown_runs.relative_to(cwd)) or "."
+    except ValueError:
+        runs_text = "RUNS"
+    bases = {str(shown_runs): runs_text, str(cwd): "."}
+    if os.environ.get("UNISREC_DATA"):
+        bases[str(Path(os.environ["UNISREC_DATA"]).resolve())] = "$UNISREC_DATA"
+    return sorted(bases.items(), key=lambda kv: -len(kv[0]))
+
+
+def portable_text(text: str, runs: Path) -> str:
+    """``text`` with the machine's folders replaced: an absolute path becomes ``$UNISREC_DATA/...``
+    (the datasets folder), a path relative to the current folder (or ``RUNS/...``), else its file
+    name; inside longer strings (a recorded command line) the same folders are replaced."""
+    bases = _bases(runs)
+    if os.path.isabs(text) and " " not in text:
+        path = str(Path(text).resolve())
+        for base, shown in bases:
+            if path == base or path.startswith(base + os.sep):
+                rest = path[len(base) + 1:]
+                return (shown if shown != "." else "") + ("/" if rest and shown != "." else "") + rest or "."
+        return Path(text).name
+    for base, shown in bases:
+        text = text.replace(base + os.sep, "" if shown == "." else shown + "/")
+    return text
+
+
+def _portable(obj: Any, runs: Path) -> Any:
+    if isinstance(obj, str):
+        return portable_text(obj, runs)
+    if isinstance(obj, dict):
+        return {k: _portable(v, runs) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v, runs) for v in obj]
+    return obj
+
+
+def _copy_json(src: Path, dst: Path, runs: Path) -> None:
+    from unisrec.data.dataset import write_json
+
+    try:
+        write_json(dst, _portable(json.loads(src.read_text(encoding="utf-8")), runs))
+    except ValueError as exc:
+        raise UserError(f"{src}: not valid JSON ({exc}); the cell's files are damaged") from None
+
+
+def _copy_jsonl(src: Path, dst: Path, runs: Path) -> None:
+    lines = []
+    for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            lines.append(json.dumps(_portable(json.loads(line), runs), sort_keys=True, ensure_ascii=False))
+        except ValueError as exc:
+            raise UserError(f"{src}, line {n}: not valid JSON ({exc})") from None
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    os.replace(tmp, dst)
+
+
+def archive_runs(runs: str | os.PathLike, out: str | os.PathLike) -> dict[str, list[str]]:
+    """Copy every finished cell's small files from ``runs`` into ``out`` (same layout).
+
+    Cells already in ``out`` are refreshed; files in ``out`` that this does not write are left alone
+    (the archive may hold cells of earlier sittings whose run folders are gone). Returns
+    {"archived": [cell, ...], "unfinished": [cell, ...]} (cells as ``DATASET/MODEL/seedN``)."""
+    runs, out = Path(runs), Path(out)
+    if not runs.is_dir():
+        raise UserError(f"{runs} is not a folder of benchmark runs")
+    if out.resolve() == runs.resolve():
+        raise UserError(f"--out must differ from the run folder ({runs})")
+    cells = sorted(p.parent for p in runs.glob("*/*/seed*/config.json")) + sorted(
+        p.parent for p in runs.glob("*/*/seed*/" + METRICS_NAME))
+    done: list[str] = []
+    unfinished: list[str] = []
+    for cell in sorted(set(cells)):
+        name = str(cell.relative_to(runs))
+        if not (cell / METRICS_NAME).is_file() or not (cell / "test_ranks.npy").is_file():
+            unfinished.append(name)
+            continue
+        target = out / cell.relative_to(runs)
+        target.mkdir(parents=True, exist_ok=True)
+        for fname in ARCHIVED_FILES:
+            src = cell / fname
+            if not src.is_file():
+                continue
+            if fname.endswith(".json"):
+                _copy_json(src, target / fname, runs)
+            elif fname.endswith(".jsonl"):
+                _copy_jsonl(src, target / fname, runs)
+            else:
+                tmp = target / f".{fname}.tmp-{os.getpid()}"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, target / fname)
+        done.append(name)
+    if (runs / SUMMARY_NAME).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        _copy_json(runs / SUMMARY_NAME, out / SUMMARY_NAME, runs)
+    if not done and not unfinished:
+        raise UserError(f"{runs} holds no benchmark cells (expected DATASET/MODEL/seedN/ folders)")
+    return {"archived": done, "unfinished": unfinished}
