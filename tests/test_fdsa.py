@@ -162,3 +162,23 @@ def test_every_position_loss_equals_the_per_prefix_losses():
         for j in range(1, int(lens.min()) + 1):
             torch.testing.assert_close(every[:, j - 1], model.sequence_representation(seq[:, :j], torch.full((3,), j), table),
                                        rtol=1e-5, atol=1e-6)
+
+
+def test_feature_stream_last_position_shortcut_matches_the_full_stream_values_and_gradients():
+    """The feature stream computes its final layer at the last position only; it must be the same
+    function as running every layer everywhere and reading that row (values and gradients)."""
+    enc = EncoderConfig(hidden_size=16, n_heads=2, inner_size=16, n_layers=3, hidden_dropout=0.0, attn_dropout=0.0, max_seq_length=8)
+    torch.manual_seed(1)
+    feats = torch.randn(N + 1, TEXT_DIM)
+    feats[0] = 0
+    model = FDSA.for_dataset(FDSAConfig(encoder=enc), N, feats).eval()
+    hist = torch.tensor([[3, 7, 9, 4, 0], [5, 2, 0, 0, 0], [1, 0, 0, 0, 0]])
+    lens = torch.tensor([4, 2, 1])
+    x = model.item_feature_vectors(hist)
+    fast = model.feature_stream(x, lens)
+    full = model.feature_stream_all(x, lens)[torch.arange(3), lens - 1]
+    assert torch.allclose(fast, full, atol=1e-5)
+    g_fast = torch.autograd.grad(fast.square().sum(), model.adapter.weight)[0]
+    g_full = torch.autograd.grad(model.feature_stream_all(model.item_feature_vectors(hist), lens)[torch.arange(3), lens - 1].square().sum(),
+                                 model.adapter.weight)[0]
+    assert g_fast.abs().sum() > 0 and torch.allclose(g_fast, g_full, atol=1e-5)

@@ -181,31 +181,37 @@ class SequenceEncoder(nn.Module):
         return self.forward_last(item_repr, lengths.clamp(min=1))
 
     def forward_last(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The same function as :meth:`forward`, computing the *final* layer at the last position only.
+        """The same function as :meth:`forward`, computing the *final* layer at the last position only
+        (:func:`layers_at_last_position`; pre-training uses it; a test checks values and gradients)."""
+        return layers_at_last_position(self.layers, self.embed(item_repr), lengths)
 
-        The final layer's keys and values need every position, but its query, output projection,
-        residual, LayerNorms and feed-forward are read at one row per sequence, so this costs about
-        two thirds of :meth:`forward` (pre-training uses it; a test checks values and gradients).
-        Earlier layers run in full: later positions' keys depend on them.
-        """
-        x = self.embed(item_repr)
-        b, l, d = x.shape
-        if len(self.layers) > 1:
-            mask = causal_padding_mask(lengths, l)
-            for layer in self.layers[:-1]:
-                x = layer(x, mask)
-        last = self.layers[-1]
-        att = last.attention
-        h = att.n_heads
-        x_last = x[torch.arange(b, device=x.device), lengths - 1]  # (B, d)
-        q = att.query(x_last).view(b, 1, h, d // h).transpose(1, 2)
-        k = att.key(x).view(b, l, h, d // h).transpose(1, 2)
-        v = att.value(x).view(b, l, h, d // h).transpose(1, 2)
-        # the last real position attends every real position (causal + padding mask, one query row)
-        key_mask = (torch.arange(l, device=x.device)[None, :] < lengths[:, None]).view(b, 1, 1, l)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=att.attn_dropout if att.training else 0.0)
-        out = att.norm(att.out_dropout(att.dense(ctx.transpose(1, 2).reshape(b, d))) + x_last)
-        return last.ffn(out)
+
+def layers_at_last_position(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Causal Transformer ``layers`` over (B, L, d) inputs ``x``, read at position ``lengths - 1``: (B, d).
+
+    The final layer's keys and values need every position, but its query, output projection,
+    residual, LayerNorms and feed-forward are read at one row per sequence, so it is computed for
+    that row only: about two thirds of the cost of running every layer at every position and then
+    reading one row (SASRec, UniSRec, FDSA's two streams). Earlier layers run in full: later
+    positions' keys depend on them. Only the final layer's dropout draws differ.
+    """
+    b, l, d = x.shape
+    if len(layers) > 1:
+        mask = causal_padding_mask(lengths, l)
+        for layer in layers[:-1]:
+            x = layer(x, mask)
+    last = layers[-1]
+    att = last.attention
+    h = att.n_heads
+    x_last = x[torch.arange(b, device=x.device), lengths - 1]  # (B, d)
+    q = att.query(x_last).view(b, 1, h, d // h).transpose(1, 2)
+    k = att.key(x).view(b, l, h, d // h).transpose(1, 2)
+    v = att.value(x).view(b, l, h, d // h).transpose(1, 2)
+    # the last real position attends every real position (causal + padding mask, one query row)
+    key_mask = (torch.arange(l, device=x.device)[None, :] < lengths[:, None]).view(b, 1, 1, l)
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=att.attn_dropout if att.training else 0.0)
+    out = att.norm(att.out_dropout(att.dense(ctx.transpose(1, 2).reshape(b, d))) + x_last)
+    return last.ffn(out)
 
 
 # History-length buckets <=2, 3-4, 5-8, 9-16, 17-32, 33+: a batch's histories are encoded bucket by

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unisrec.models.base import SequentialRecommender
-from unisrec.models.encoder import EncoderConfig, SequenceEncoder, TransformerLayer, causal_padding_mask, check_sizes, init_weights
+from unisrec.models.encoder import (EncoderConfig, SequenceEncoder, TransformerLayer, causal_padding_mask, check_sizes, init_weights,
+                                    layers_at_last_position)
 
 
 @dataclass
@@ -130,9 +131,10 @@ class FDSA(SequentialRecommender):
         return x
 
     def feature_stream(self, feature_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The feature stream at the last real position: (B, d)."""
-        x = self.feature_stream_all(feature_repr, lengths)
-        return x[torch.arange(x.shape[0], device=x.device), (lengths - 1).clamp(min=0)]
+        """The feature stream at the last real position: (B, d). Like the item stream, its final layer
+        is computed at that position only (:func:`layers_at_last_position`): the same function as
+        reading :meth:`feature_stream_all` there, at ~2/3 of the cost."""
+        return layers_at_last_position(self.feature_layers, self.encoder.embed(feature_repr), lengths.clamp(min=1))
 
     def fuse(self, item_out: torch.Tensor, feature_out: torch.Tensor) -> torch.Tensor:
         """FDSA's fully-connected layer O_sf = [O_s; O_f] W_sf + b_sf, then the release's shared
