@@ -186,7 +186,6 @@ def load_dataset_features(dataset: Any, config: TrainConfig) -> tuple[str, dict[
 def train_model(name: str, dataset_dir: str | os.PathLike, output: str | os.PathLike, train: TrainConfig | None = None,
                 model_config: Any = None, resume: bool = False) -> dict[str, Any]:
     """Train registered model ``name`` from scratch on a dataset directory; returns its metrics."""
-    from unisrec.data.dataset import Dataset
     from unisrec.models import registry
 
     spec = registry.get(name)
@@ -199,17 +198,7 @@ def train_model(name: str, dataset_dir: str | os.PathLike, output: str | os.Path
         train = replace(train, batching=spec.default_batching)  # e.g. BERT4Rec: its Cloze task
     if train.batching not in spec.batchings:
         raise UserError(f"model {name} does not support --batching {train.batching} (it supports: {', '.join(spec.batchings)})")
-    ds = Dataset.load(dataset_dir)
-    sources = load_sources(spec, ds, train)
-    feature_name, feats = None, None
-    feature_info: dict[str, Any] = {}
-    if spec.model_class.uses_text:
-        feature_name, feature_info, feats = load_dataset_features(ds, train)
-    seed_everything(train.seed)
-    try:
-        model = spec.model_class.for_dataset(model_config, ds.num_items, None if feats is None else torch.from_numpy(feats))
-    except ValueError as exc:
-        raise UserError(f"model {name}: {exc}") from None
+    model, ds, sources, feature_name, feature_info = build_model(spec, dataset_dir, train, model_config)
     if train.init_from and not resume:
         load_init_weights(model, train.init_from, name, feature_info)
     check_history(model, train)
@@ -220,6 +209,25 @@ def train_model(name: str, dataset_dir: str | os.PathLike, output: str | os.Path
         resume = resume and read_run_state(output) is not None  # a stage finished just now: fitting starts fresh
     return fit(model, ds, train, output, feature_name=feature_name, extra={"run_config": run_config}, resume=resume,
                sources=sources)
+
+
+def build_model(spec: Any, dataset_dir: str | os.PathLike, train: TrainConfig, model_config: Any) -> tuple[Any, Any, list[Any], str | None, dict[str, Any]]:
+    """A registered model (``spec``) built for a dataset directory, seeded: (model, dataset, source
+    datasets, feature-set name, feature info); what :func:`train_model` and the speed benchmark share."""
+    from unisrec.data.dataset import Dataset
+
+    ds = Dataset.load(dataset_dir)
+    sources = load_sources(spec, ds, train)
+    feature_name, feats = None, None
+    feature_info: dict[str, Any] = {}
+    if spec.model_class.uses_text:
+        feature_name, feature_info, feats = load_dataset_features(ds, train)
+    seed_everything(train.seed)
+    try:
+        model = spec.model_class.for_dataset(model_config, ds.num_items, None if feats is None else torch.from_numpy(feats))
+    except ValueError as exc:
+        raise UserError(f"model {spec.name}: {exc}") from None
+    return model, ds, sources, feature_name, feature_info
 
 
 def load_sources(spec: Any, target: Any, train: TrainConfig) -> list[Any]:
