@@ -305,6 +305,30 @@ def test_report_marks_best_second_star_and_improv(tmp_path):
     assert "\\*" not in next(line for line in md.splitlines() if line.startswith("| R@50 |"))
 
 
+def test_a_control_is_tested_against_ours_but_never_ranked_or_the_best_baseline(tmp_path):
+    """A control (a baseline with a part switched off) stronger than every baseline must not become
+    the "best baseline", take a mark, or be the "second" of the best-vs-second test."""
+    runs = fake_tree(tmp_path / "runs")
+    cell = runs / "scientific" / "C" / "seed1"
+    cell.mkdir(parents=True)
+    ranks = np.zeros(400, dtype=np.int32)  # perfect: above U on every metric
+    np.save(cell / "test_ranks.npy", ranks)
+    test = metrics_from_ranks(ranks)
+    (cell / "metrics.json").write_text(json.dumps({"test": test, "valid": test, "best_epoch": 1, "epochs_run": 2,
+                                                   "stop_reason": "early_stopping", "wall_seconds": 1.0}))
+    summary = json.loads((runs / "benchmark.json").read_text())
+    summary["spec"]["models"]["C"] = {"role": "control", "paper": None, "folder": "C"}
+    (runs / "benchmark.json").write_text(json.dumps(summary))
+    d = build_report(runs)["datasets"]["scientific"]
+    row = d["rows"]["recall@10"]
+    assert row["means"]["C"] == 1.0 and row["marks"]["C"] == ""
+    assert row["marks"]["U"] == "best" and row["best_baseline"] == "SASRec" and row["significant"] == {"U": True}
+    kinds = {(t["kind"], t["better"], t["worse"]) for t in d["tests"] if t["metric"] == "recall@10"}
+    assert ("ours vs control", "C", "U") in kinds
+    assert not any("second" in k and "C" in (b, w) for k, b, w in kinds)
+    assert "C (control)" in render_markdown(build_report(runs))
+
+
 def test_report_without_per_user_ranks_says_so(tmp_path):
     runs = fake_tree(tmp_path / "runs")
     (runs / "scientific" / "B" / "seed1" / "test_ranks.npy").unlink()  # a run from before ranks were saved

@@ -143,12 +143,13 @@ def analyse_dataset(name: str, data: dict[str, Any], alpha: float = ALPHA) -> di
                       "stale": r.get("stale")} for r in finished],
         }
     ours = [m for m in models if models[m]["role"] == "ours"]
-    baselines = [m for m in models if models[m]["role"] != "ours"]
+    baselines = [m for m in models if models[m]["role"] == "baseline"]
+    controls = [m for m in models if models[m]["role"] == "control"]  # tested, never ranked nor "best baseline"
     rows: dict[str, Any] = {}
     tests: list[dict[str, Any]] = []
     for k in METRICS:
         means = {m: models[m]["mean"][k] for m in models}
-        marks = rank_marks(means)
+        marks = {**rank_marks({m: v for m, v in means.items() if m not in controls}), **{m: "" for m in controls}}
         per_user = {m: seed_averaged(models[m]["ranks"], k) for m in models if models[m]["ranks"] is not None}
         best_base = max(baselines, key=lambda m: means[m]) if baselines else None
         best_ours = max(ours, key=lambda m: means[m]) if ours else None
@@ -171,7 +172,9 @@ def analyse_dataset(name: str, data: dict[str, Any], alpha: float = ALPHA) -> di
                 res = test(o, b, "ours vs baseline")
                 if b == best_base:
                     stars[o] = res["better"] == o and res["significant"]
-        ranked = sorted(models, key=lambda m: -means[m])
+            for c in controls:
+                test(o, c, "ours vs control")
+        ranked = sorted((m for m in models if m not in controls), key=lambda m: -means[m])
         if len(ranked) >= 2:
             pair = {ranked[0], ranked[1]}
             same = next((t for t in tests if t["metric"] == k and {t["better"], t["worse"]} == pair), None)
@@ -221,7 +224,7 @@ def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list
     with_paper = [m for m in models if any(v is not None for v in d["models"][m]["paper"].values())]
     header = ["Metric"]
     for m in models:
-        header.append(m + (" (ours)" if d["models"][m]["role"] == "ours" else ""))
+        header.append(m + {"ours": " (ours)", "control": " (control)"}.get(d["models"][m]["role"], ""))
         if m in with_paper:
             header.append("paper")
     header.append("Improv.")
@@ -239,7 +242,7 @@ def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list
     lines += [
         "",
         f"Test set, full ranking; each value the mean over the model's finished seeds (seeds: {seeds}). "
-        "**Bold** best, <u>underlined</u> second (all models); \\* = UniSRec (ours) above the best baseline with "
+        "**Bold** best, <u>underlined</u> second (all models but controls); \\* = UniSRec (ours) above the best baseline with "
         f"p < {alpha} (paired t-test over the {', '.join(f'{n:,}' for n in d['test_users']) or '?'} test users, one-sided, "
         "per-user values averaged over each model's seeds); Improv. = best UniSRec / best baseline − 1; "
         "\"paper\" = the paper's Table 3.",

@@ -13,7 +13,9 @@
       UniSRec_t (pre-trained): {model: finetune, mode: inductive, from: ckpt/pre}
 
 A model entry's keys: ``model`` (a registered name, or ``finetune``), ``from`` / ``unfreeze_all``
-(finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``), ``paper`` (the paper's Table 3
+(finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``, or ``control``: a diagnostic
+variant -- e.g. a baseline with one of its parts switched off -- reported and tested against ours,
+never counted as the best baseline nor ranked), ``paper`` (the paper's Table 3
 column to print beside it), ``options`` (a mapping); any other key is an option too (``mode: inductive``).
 ``source`` (a dataset or a list of them, e.g. ``RecGURU: {model: recguru, source: [games]}``) names the
 source domains of a cross-domain model (``--source DIR``); each is found like the spec's datasets.
@@ -34,7 +36,7 @@ from unisrec.benchmark import paper
 from unisrec.errors import UserError
 
 FINETUNE = "finetune"
-ROLES = ("ours", "baseline")
+ROLES = ("ours", "baseline", "control")
 ENTRY_KEYS = ("model", "from", "unfreeze_all", "role", "paper", "options")
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+()-]*( [A-Za-z0-9_.+()-]+)*$")
 
@@ -152,7 +154,7 @@ def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]
     sources = tuple(DatasetEntry(g, resolve_dataset(g, base), g, paper.paper_dataset(g)) for g in given)
     role = raw.get("role", "ours" if model in (FINETUNE, "unisrec") else "baseline")
     if role not in ROLES:
-        raise UserError(f"{where}.role must be ours or baseline, got {role!r}")
+        raise UserError(f"{where}.role must be ours, baseline or control, got {role!r}")
     paper_key = raw["paper"] if "paper" in raw else default_paper_model(model, options)
     if paper_key is not None and paper_key not in paper.MODELS:
         raise UserError(f"{where}.paper: {paper_key!r} is not a Table 3 column; known: {', '.join(paper.MODELS)}")
