@@ -390,6 +390,24 @@ def test_paper_table_is_complete():
     assert paper.paper_value("games", "sasrec", "recall@10") is None
 
 
+def test_summary_is_written_before_and_during_a_campaign(toy, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    seen = []
+    real = runner.train_cell
+
+    def spy(model, dataset_dir, output, seed, *a, **k):
+        summary = json.loads((runs / "benchmark.json").read_text())  # exists before any cell has finished
+        status = {(c["model"], c["seed"]): c["status"] for c in summary["cells"]}
+        seen.append((model.label, seed, status[(model.label, seed)], sum(s == "finished" for s in status.values())))
+        return real(model, dataset_dir, output, seed, *a, **k)
+
+    monkeypatch.setattr(runner, "train_cell", spy)
+    spec = toy_spec(toy, seeds=[1], models={"SASRec": {"model": "sasrec"}, "SASRec-b": {"model": "sasrec", "hidden_size": 8}})
+    runner.run_benchmark(spec, runs, threads=1, isolate=False, say=lambda s: None)
+    assert seen == [("SASRec", 1, "queued", 0), ("SASRec-b", 1, "queued", 1)]
+    assert {c["status"] for c in json.loads((runs / "benchmark.json").read_text())["cells"]} == {"finished"}
+
+
 # ------------------------------------------------------------------------------- archive
 
 
@@ -426,3 +444,17 @@ def test_archive_keeps_what_the_report_needs_without_paths_and_restores_a_campai
     assert [c["status"] for c in summary["cells"] if c["model"] != "Later"] == ["skipped"] * 4
     with pytest.raises(UserError, match="differ"):
         archive_runs(runs, runs)
+
+
+def test_archive_with_spec_writes_the_summary_a_running_campaign_has_not_written_yet(grid, tmp_path, monkeypatch):
+    import shutil
+
+    spec, runs, _, _ = grid
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    (copy / "benchmark.json").unlink()  # a campaign still running (or cut off) has not written it
+    monkeypatch.setattr(runner, "train_cell", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    archive_runs(copy, tmp_path / "archive", spec)
+    summary = json.loads((tmp_path / "archive" / "benchmark.json").read_text())
+    assert set(summary["spec"]["models"]) == {"SASRec", "UniSRec_t", "Later"} and summary["finished"] == 4
+    assert build_report(tmp_path / "archive")["datasets"]["toy"]["models"]["UniSRec_t"]["role"] == "ours"

@@ -97,8 +97,11 @@ def _copy_jsonl(src: Path, dst: Path, runs: Path) -> None:
     os.replace(tmp, dst)
 
 
-def archive_runs(runs: str | os.PathLike, out: str | os.PathLike) -> dict[str, list[str]]:
+def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = None) -> dict[str, list[str]]:
     """Copy every finished cell's small files from ``runs`` into ``out`` (same layout).
+
+    ``spec`` (a loaded benchmark spec): first refresh ``runs/benchmark.json`` from it and the cells on
+    disk, no training (for a run tree whose campaign is still running, or was cut off before writing it).
 
     Cells already in ``out`` are refreshed; files in ``out`` that this does not write are left alone
     (the archive may hold cells of earlier sittings whose run folders are gone). Returns
@@ -108,6 +111,10 @@ def archive_runs(runs: str | os.PathLike, out: str | os.PathLike) -> dict[str, l
         raise UserError(f"{runs} is not a folder of benchmark runs")
     if out.resolve() == runs.resolve():
         raise UserError(f"--out must differ from the run folder ({runs})")
+    if spec is not None:
+        from unisrec.benchmark.runner import run_benchmark
+
+        run_benchmark(spec, runs, collect_only=True, say=lambda _: None)
     cells = sorted(p.parent for p in runs.glob("*/*/seed*/config.json")) + sorted(
         p.parent for p in runs.glob("*/*/seed*/" + METRICS_NAME))
     done: list[str] = []

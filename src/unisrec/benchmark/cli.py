@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         usage="unisrec benchmark [run] GRID.yaml [--runs DIR] [--threads N] [--parallel N] [--in-process] [--finalize]\n"
               "                         [--dry-run] [--datasets A,B] [--models LABEL,...] [--seeds S,...]\n"
               "       unisrec benchmark report RUNS_DIR [--out FILE_STEM] [--title TITLE] [--note TEXT]\n"
-              "       unisrec benchmark archive RUNS_DIR --out DIR",
+              "       unisrec benchmark archive RUNS_DIR --out DIR [--spec GRID.yaml]",
     )
     b.add_argument("words", nargs="+", metavar="[run|report] PATH", help="run GRID.yaml (default), report RUNS_DIR or archive RUNS_DIR")
     b.add_argument("--runs", metavar="DIR", help="run: where the cells go (default: runs/GRID_NAME)")
@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--seeds", metavar="S,...", help="run: only these seeds of the spec")
     b.add_argument("--out", metavar="FILE_STEM", help="report: write FILE_STEM.md, .json and FILE_STEM_DATASET_curves.png; "
                    "archive: the folder to copy into")
+    b.add_argument("--spec", metavar="GRID.yaml", help="archive: refresh RUNS_DIR/benchmark.json from this spec first "
+                   "(a campaign still running, or cut off before writing it)")
     b.add_argument("--title", help="report: the markdown title")
     b.add_argument("--note", default="", help="report: a paragraph under the title (machine, load, ...)")
     b.set_defaults(func=_benchmark)
@@ -106,7 +108,9 @@ def _archive(runs: Path, args: argparse.Namespace) -> int:
 
     if not args.out:
         raise UserError("`benchmark archive RUNS_DIR` needs --out DIR (the folder to copy the cells' small files into)")
-    done = archive_runs(runs, args.out)
+    from unisrec.benchmark.spec import load_spec
+
+    done = archive_runs(runs, args.out, load_spec(args.spec) if args.spec else None)
     print(f"archived {len(done['archived'])} finished cells into {args.out}"
           + (f"; not finished (left out): {', '.join(done['unfinished'])}" if done["unfinished"] else ""))
     return 0

@@ -198,7 +198,9 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     """Run every unfinished cell of ``spec`` (or of ``only``, a :func:`~unisrec.benchmark.spec.subset`
     of it) under ``runs``; returns (and writes) the summary of all of ``spec``'s cells.
 
-    Each cell's entry in the summary has a ``status``: ``skipped`` (finished before this call),
+    The summary is written before the first cell trains and again after each one, so a report or an
+    archive taken mid-campaign sees the spec. Each cell's entry has a ``status``: ``queued`` (to train
+    in this call, not finished yet), ``skipped`` (finished before this call),
     ``finished`` (trained now), ``resumed`` (an interrupted cell, finished now), ``failed``,
     ``unavailable`` (unknown model / missing dataset), ``not selected`` (outside ``only``), or with
     ``dry_run`` (nothing written) or ``collect_only`` (no training; the summary written) the state
@@ -243,20 +245,26 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
             say(f"{cell.name}: never started; --finalize starts nothing new")
         else:
             todo.append((cell, state))
-    if not dry_run and todo:
-        runs.mkdir(parents=True, exist_ok=True)
-        _run_cells(todo, records, threads, isolate, parallel, finalize, say)
-    summary = summarise(spec, grid, records)
-    if not dry_run:
+    def write_summary() -> dict[str, Any]:
         from unisrec.data.dataset import write_json
 
-        runs.mkdir(parents=True, exist_ok=True)
-        write_json(runs / SUMMARY_NAME, summary)
-    return summary
+        summary = summarise(spec, grid, records)
+        if not dry_run:
+            runs.mkdir(parents=True, exist_ok=True)
+            write_json(runs / SUMMARY_NAME, summary)
+        return summary
+
+    if not dry_run and todo:
+        for cell, _ in todo:
+            records[cell.name]["status"] = "queued"
+        # the summary is current during a campaign too (a report or an archive mid-campaign reads it)
+        write_summary()
+        _run_cells(todo, records, threads, isolate, parallel, finalize, say, on_cell_done=write_summary)
+    return write_summary()
 
 
 def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]], threads: int | None, isolate: bool,
-               parallel: int, finalize: bool, say: Callable[[str], None]) -> None:
+               parallel: int, finalize: bool, say: Callable[[str], None], on_cell_done: Callable[[], Any] = lambda: None) -> None:
     def done(cell: Cell, state: str, error: str | None) -> None:
         rec = records[cell.name]
         if error is None and (cell.dir / METRICS_NAME).is_file():
@@ -265,6 +273,7 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
         else:
             rec.update(status="failed", message=error or "no metrics.json written")
             say(f"{cell.name}: FAILED ({rec['message']})")
+        on_cell_done()
 
     pending = list(todo)
     running: list[tuple[subprocess.Popen, Cell, str, Any]] = []
