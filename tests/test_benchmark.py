@@ -458,3 +458,17 @@ def test_archive_with_spec_writes_the_summary_a_running_campaign_has_not_written
     summary = json.loads((tmp_path / "archive" / "benchmark.json").read_text())
     assert set(summary["spec"]["models"]) == {"SASRec", "UniSRec_t", "Later"} and summary["finished"] == 4
     assert build_report(tmp_path / "archive")["datasets"]["toy"]["models"]["UniSRec_t"]["role"] == "ours"
+
+
+def test_run_with_archive_archives_after_each_cell(toy, tmp_path):
+    import yaml
+
+    spec = {"name": "toy_archive", "datasets": {"toy": str(toy)}, "seeds": [1], "options": dict(TINY),
+            "models": {"SASRec": {"model": "sasrec"}, "SASRec-b": {"model": "sasrec", "hidden_size": 8}}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    runs, arch = tmp_path / "runs", tmp_path / "arch"
+    assert main(["benchmark", "run", str(path), "--runs", str(runs), "--in-process", "--archive", str(arch)]) == 0
+    assert sorted(p.parent.parent.name for p in arch.glob("toy/*/seed1/metrics.json")) == ["SASRec", "SASRec-b"]
+    assert json.loads((arch / "benchmark.json").read_text())["finished"] == 2
+    assert not list(arch.rglob("*.safetensors"))  # no weights in an archive

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "per-user paired t-tests, as markdown (+ JSON and validation-curve PNGs with --out). `archive RUNS --out DIR`: "
         "copy every finished cell's metrics, config, curve and per-user ranks (no weights) into DIR, itself a run tree.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="unisrec benchmark [run] GRID.yaml [--runs DIR] [--threads N] [--parallel N] [--in-process] [--finalize]\n"
+        usage="unisrec benchmark [run] GRID.yaml [--runs DIR] [--threads N] [--parallel N] [--in-process] [--finalize] [--archive DIR]\n"
               "                         [--dry-run] [--datasets A,B] [--models LABEL,...] [--seeds S,...]\n"
               "       unisrec benchmark report RUNS_DIR [--out FILE_STEM] [--title TITLE] [--note TEXT]\n"
               "       unisrec benchmark archive RUNS_DIR --out DIR [--spec GRID.yaml]",
@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--finalize", action="store_true",
                    help="run: stop interrupted cells where they are (test at their best epoch so far) instead of training on")
     b.add_argument("--dry-run", action="store_true", help="run: list the cells and what would happen")
+    b.add_argument("--archive", metavar="DIR", help="run: after each cell, archive the finished cells into DIR "
+                   "(as `benchmark archive`: small files, no weights; commit it and a wiped machine loses nothing)")
     b.add_argument("--datasets", metavar="A,B", help="run: only these datasets of the spec")
     b.add_argument("--models", metavar="LABEL,...", help="run: only these model labels of the spec")
     b.add_argument("--seeds", metavar="S,...", help="run: only these seeds of the spec")
@@ -79,8 +81,22 @@ def _run(spec_path: Path, args: argparse.Namespace) -> int:
         raise UserError(f"--seeds must be integers separated by commas, got {args.seeds!r}") from None
     only = subset(spec, names(args.datasets), names(args.models), seeds)
     runs = Path(args.runs) if args.runs else Path("runs") / spec.name
+    after_cell = None
+    if args.archive and not args.dry_run:
+        from unisrec.benchmark.archive import archive_runs
+
+        def after_cell() -> None:
+            try:
+                done = archive_runs(runs, args.archive)
+            except UserError as exc:  # e.g. no cell has written anything yet: the campaign goes on
+                print(f"archive: {exc}")
+                return
+            print(f"archived {len(done['archived'])} finished cells into {args.archive}")
+
     summary = run_benchmark(spec, runs, threads=args.threads, isolate=not args.in_process, parallel=args.parallel,
-                            finalize=args.finalize, dry_run=args.dry_run, only=only)
+                            finalize=args.finalize, dry_run=args.dry_run, only=only, after_cell=after_cell)
+    if after_cell is not None:
+        after_cell()
     counts: dict[str, int] = {}
     for c in summary["cells"]:
         counts[c["status"]] = counts.get(c["status"], 0) + 1

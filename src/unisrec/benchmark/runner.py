@@ -194,7 +194,8 @@ def display_path(path: Path) -> str:
 
 def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | None = None, isolate: bool = True,
                   parallel: int = 1, finalize: bool = False, dry_run: bool = False, only: BenchmarkSpec | None = None,
-                  collect_only: bool = False, say: Callable[[str], None] = print) -> dict[str, Any]:
+                  collect_only: bool = False, say: Callable[[str], None] = print,
+                  after_cell: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Run every unfinished cell of ``spec`` (or of ``only``, a :func:`~unisrec.benchmark.spec.subset`
     of it) under ``runs``; returns (and writes) the summary of all of ``spec``'s cells.
 
@@ -206,7 +207,8 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     ``dry_run`` (nothing written) or ``collect_only`` (no training; the summary written) the state
     it would start from (``new``, ``interrupted``). ``finalize``: interrupted
     cells are tested where they stopped (no further epochs) and no new cell starts (``not started``).
-    ``isolate=False`` trains in this process (tests)."""
+    ``isolate=False`` trains in this process (tests). ``after_cell`` is called after each cell ends
+    and the summary is rewritten (`benchmark run --archive DIR` archives there)."""
     if parallel < 1:
         raise UserError(f"--parallel must be >= 1, got {parallel}")
     runs = Path(runs)
@@ -254,12 +256,17 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
             write_json(runs / SUMMARY_NAME, summary)
         return summary
 
+    def cell_ended() -> None:
+        write_summary()
+        if after_cell is not None:
+            after_cell()
+
     if not dry_run and todo:
         for cell, _ in todo:
             records[cell.name]["status"] = "queued"
         # the summary is current during a campaign too (a report or an archive mid-campaign reads it)
         write_summary()
-        _run_cells(todo, records, threads, isolate, parallel, finalize, say, on_cell_done=write_summary)
+        _run_cells(todo, records, threads, isolate, parallel, finalize, say, on_cell_done=cell_ended)
     return write_summary()
 
 
