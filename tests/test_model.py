@@ -33,6 +33,24 @@ def test_adaptor_shapes_and_gates_sum_to_one():
         assert (g >= 0).all()
 
 
+def test_whitening_computed_as_xw_minus_bw_is_eq2_values_and_gradients():
+    """ParametricWhitening computes dropout(x) W - b W; it must equal Eq. (2) (x - b) W, with the same
+    gradients for W and b (dropout off so both formulas see the same input)."""
+    from unisrec.models.adaptor import ParametricWhitening
+
+    torch.manual_seed(3)
+    pw = ParametricWhitening(12, 5, dropout=0.0).train()
+    torch.nn.init.normal_(pw.bias, std=0.5)
+    x = torch.randn(40, 12)
+    out = pw(x)
+    ref = (x - pw.bias) @ pw.linear.weight.T
+    assert torch.allclose(out, ref, atol=1e-6)
+    g = torch.randn_like(out)
+    gw, gb = torch.autograd.grad((out * g).sum(), [pw.linear.weight, pw.bias])
+    rw, rb = torch.autograd.grad((((x - pw.bias) @ pw.linear.weight.T) * g).sum(), [pw.linear.weight, pw.bias])
+    assert torch.allclose(gw, rw, atol=1e-5) and torch.allclose(gb, rb, atol=1e-5) and gb.abs().sum() > 0
+
+
 def test_noise_only_in_training():
     torch.manual_seed(0)
     ad = MoEAdaptor(text_dim=10, hidden_size=7, n_experts=4, dropout=0.0)
