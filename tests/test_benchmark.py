@@ -173,12 +173,31 @@ def test_bad_options_and_spec_errors(toy, tmp_path):
     with pytest.raises(UserError, match="same folder"):
         toy_spec(toy, models={"A B": "sasrec", "A_B": "sasrec"})
     with pytest.raises(UserError, match="finetune"):
-        toy_spec(toy, models={"A": {"model": "sasrec", "from": "x"}})
+        toy_spec(toy, models={"A": {"model": "sasrec", "unfreeze_all": True}})
+    with pytest.raises(UserError, match="same thing"):
+        toy_spec(toy, models={"A": {"model": "sasrec", "from": "x", "init_from": "y"}})
     with pytest.raises(UserError, match="--models"):
         subset(toy_spec(toy), models=["Nope"])
     missing = toy_spec(toy, datasets={"gone": "no/such/folder"}, models={"SASRec": "sasrec"})
     summary = runner.run_benchmark(missing, tmp_path, isolate=False, say=lambda s: None)
     assert {c["status"] for c in summary["cells"]} == {"unavailable"}
+
+
+def test_from_starts_a_trained_model_from_another_run_and_a_missing_one_is_skipped(grid, toy, tmp_path):
+    _, runs, _, _ = grid
+    source = runs / "toy" / "SASRec" / "seed1"
+    spec = toy_spec(toy, seeds=[1], options={**TINY, "epochs": 1},
+                    models={"Transferred": {"model": "sasrec", "from": str(source)},
+                            "Missing": {"model": "sasrec", "from": str(tmp_path / "never_trained")}})
+    said = []
+    summary = runner.run_benchmark(spec, tmp_path / "runs", threads=1, isolate=False, say=said.append)
+    status = {c["model"]: c["status"] for c in summary["cells"]}
+    assert status == {"Transferred": "finished", "Missing": "unavailable"}
+    assert any("never_trained" in s and "not found" in s for s in said)
+    stored = json.loads((tmp_path / "runs" / "toy" / "Transferred" / "seed1" / "config.json").read_text())
+    assert stored["training"]["init_from"] == str(source)
+    cmd = next(c["command"] for c in summary["cells"] if c["model"] == "Transferred")
+    assert f"--init-from {source}" in cmd and "--from " not in cmd
 
 
 def test_spec_defaults_paper_columns_and_roles(toy):

@@ -71,6 +71,9 @@ def unavailable(cell: Cell) -> str | None:
                 f"{', '.join(registry.names())} -- skipped")
     if cell.dataset.path is None:
         return f"dataset {cell.dataset.name}: folder {cell.dataset.given!r} not found (beside the spec or under $UNISREC_DATA) -- skipped"
+    if cell.model.pretrained and not Path(cell.model.pretrained).is_dir():
+        return (f"{cell.model.label}: 'from' model directory {cell.model.pretrained!r} not found "
+                "(train or pre-train it first) -- skipped")
     missing = [s.given for s in cell.model.sources if s.path is None]
     if missing:
         return f"{cell.model.label}: source folder {', '.join(map(repr, missing))} not found (beside the spec or under $UNISREC_DATA) -- skipped"
@@ -103,6 +106,8 @@ def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epoch
     overrides = {**model.options, "seed": seed, "progress": False}
     if model.sources:  # resolved like the spec's datasets (unavailable() reports a missing one first)
         overrides["source"] = [str(s.path or s.given) for s in model.sources]
+    if model.pretrained and not model.is_finetune:  # finetune takes it as its own argument (train_cell)
+        overrides["init_from"] = model.pretrained
     if threads is not None:
         overrides["threads"] = threads
     if epochs is not None:

@@ -12,8 +12,10 @@
       UniSRec_t: {model: finetune, mode: inductive}        # `unisrec finetune`
       UniSRec_t (pre-trained): {model: finetune, mode: inductive, from: ckpt/pre}
 
-A model entry's keys: ``model`` (a registered name, or ``finetune``), ``from`` / ``unfreeze_all``
-(finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``, or ``control``: a diagnostic
+A model entry's keys: ``model`` (a registered name, or ``finetune``), ``from`` (the model directory
+to start from: a `unisrec pretrain` checkpoint for ``finetune`` (``--from``), else a model trained
+on another domain, e.g. a source-trained ZESRec (``--init-from``); relative to the spec's folder when
+found there, else to the current folder), ``unfreeze_all`` (finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``, or ``control``: a diagnostic
 variant -- e.g. a baseline with one of its parts switched off -- reported and tested against ours,
 never counted as the best baseline nor ranked), ``paper`` (the paper's Table 3
 column to print beside it), ``options`` (a mapping); any other key is an option too (``mode: inductive``).
@@ -56,7 +58,7 @@ class ModelEntry:
     label: str
     model: str  # registered model name, or "finetune"
     options: dict[str, Any] = field(default_factory=dict)
-    pretrained: str | None = None  # finetune --from (resolved path)
+    pretrained: str | None = None  # `from:` (resolved path): finetune --from, a trained model's --init-from
     unfreeze_all: bool = False
     role: str = "baseline"
     paper: str | None = None  # the paper's Table 3 column, or None
@@ -76,7 +78,7 @@ class ModelEntry:
         words = ["unisrec", "finetune", dataset] if self.is_finetune else ["unisrec", "train", self.model, dataset]
         words += ["--output", output]
         if self.pretrained:
-            words += ["--from", self.pretrained]
+            words += ["--from" if self.is_finetune else "--init-from", self.pretrained]
         if self.unfreeze_all:
             words.append("--unfreeze-all")
         for k, v in {**self.options, "seed": seed, **(extra or {})}.items():
@@ -142,8 +144,10 @@ def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]
             raise UserError(f"{where}: {k!r} is set by the benchmark (seeds: / --runs), not per model")
     model = str(raw["model"])
     pretrained = raw.get("from")
-    if (pretrained or raw.get("unfreeze_all")) and model != FINETUNE:
-        raise UserError(f"{where}: 'from' and 'unfreeze_all' apply to model: finetune only")
+    if raw.get("unfreeze_all") and model != FINETUNE:
+        raise UserError(f"{where}: 'unfreeze_all' applies to model: finetune only")
+    if pretrained and "init_from" in options:
+        raise UserError(f"{where}: 'from' and 'init_from' name the same thing; keep one")
     if pretrained:
         p = Path(os.path.expanduser(str(pretrained)))
         pretrained = str(p if p.is_absolute() or base is None else (base / p).resolve() if (base / p).exists() else p)
