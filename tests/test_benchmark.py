@@ -436,11 +436,19 @@ def test_archive_keeps_what_the_report_needs_without_paths_and_restores_a_campai
     monkeypatch.chdir(tmp_path)
     (runs / "toy" / "SASRec" / "seed9").mkdir(exist_ok=True)  # a cell that never finished: left out, named
     (runs / "toy" / "SASRec" / "seed9" / "config.json").write_text("{}")
+    stage = runs / "toy" / "SASRec" / "seed1" / "pretrain"  # a stage of its own, as S3-Rec's pre-training writes
+    (stage / "resume").mkdir(parents=True, exist_ok=True)
+    (stage / "training_log.jsonl").write_text(json.dumps({"epoch": 1, "loss": 2.5, "data": str(spec.datasets["toy"].path)}) + "\n")
+    (stage / "done.json").write_text(json.dumps({"epochs": 1}))
+    (stage / "model.safetensors").write_bytes(b"weights")
     assert main(["benchmark", "archive", str(runs), "--out", "archive"]) == 0
     arch = tmp_path / "archive"
     kept = sorted(str(p.relative_to(arch)) for p in arch.rglob("*") if p.is_file())
-    assert kept == ["benchmark.json"] + [f"toy/{m}/seed{s}/{f}" for m in ("SASRec", "UniSRec_t") for s in (1, 2)
-                                         for f in sorted(("config.json", "metrics.json", "test_ranks.npy", "training_log.jsonl"))]
+    files = sorted(("config.json", "metrics.json", "test_ranks.npy", "training_log.jsonl"))
+    assert kept == ["benchmark.json"] + sorted(
+        [f"toy/{m}/seed{s}/{f}" for m in ("SASRec", "UniSRec_t") for s in (1, 2) for f in files]
+        + ["toy/SASRec/seed1/pretrain/done.json", "toy/SASRec/seed1/pretrain/training_log.jsonl"])
+    assert json.loads((arch / "toy/SASRec/seed1/pretrain/training_log.jsonl").read_text())["data"] == "$UNISREC_DATA/toy"
     for p in arch.rglob("*.json*"):  # no machine paths: the data folder shows as $UNISREC_DATA
         text = p.read_text()
         assert str(tmp_path) not in text and str(runs) not in text and str(spec.datasets["toy"].path) not in text, p

@@ -9,6 +9,8 @@ computed from. The archive copies, for every *finished* cell, only:
 * ``config.json`` (every option the cell was trained with: the stale-cell check reads it),
 * ``training_log.jsonl`` (the validation curve the report plots),
 * ``test_ranks.npy`` (int32 rank of each test user's target: every R@K / N@K and the tests),
+* of a stage of its own (S3-Rec's ``pretrain/``: a sub-folder with a ``training_log.jsonl``), that
+  curve and its ``done.json`` (how many epochs the stage ran, and why it ended),
 
 plus ``RUNS/benchmark.json``; about 50 KB per cell on Scientific. Absolute paths inside the JSON
 files are rewritten (``$UNISREC_DATA/...``, or relative to the current folder, or the file name),
@@ -31,6 +33,13 @@ from unisrec.benchmark.runner import METRICS_NAME, SUMMARY_NAME
 from unisrec.errors import UserError
 
 ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, "config.json", "training_log.jsonl", "test_ranks.npy")
+STAGE_FILES: tuple[str, ...] = ("training_log.jsonl", "done.json")  # of a cell's stage sub-folder (S3-Rec's pretrain/)
+
+
+def _archived_files(cell: Path) -> list[str]:
+    """The files of ``cell`` an archive keeps, relative to it (see the module docstring)."""
+    stages = sorted(p.name for p in cell.iterdir() if p.is_dir() and (p / "training_log.jsonl").is_file())
+    return list(ARCHIVED_FILES) + [f"{stage}/{f}" for stage in stages for f in STAGE_FILES]
 
 
 def _bases(runs: Path) -> list[tuple[str, str]]:
@@ -125,17 +134,17 @@ def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = No
             unfinished.append(name)
             continue
         target = out / cell.relative_to(runs)
-        target.mkdir(parents=True, exist_ok=True)
-        for fname in ARCHIVED_FILES:
+        for fname in _archived_files(cell):
             src = cell / fname
             if not src.is_file():
                 continue
+            (target / fname).parent.mkdir(parents=True, exist_ok=True)
             if fname.endswith(".json"):
                 _copy_json(src, target / fname, runs)
             elif fname.endswith(".jsonl"):
                 _copy_jsonl(src, target / fname, runs)
             else:
-                tmp = target / f".{fname}.tmp-{os.getpid()}"
+                tmp = target / f".{fname}.tmp-{os.getpid()}"  # fname has no folder: only top-level files are binary
                 shutil.copyfile(src, tmp)
                 os.replace(tmp, target / fname)
         done.append(name)
