@@ -217,6 +217,12 @@ def test_shipped_specs_load():
         assert {"SASRec", "UniSRec_t", "UniSRec_t+ID"} <= set(spec.models)
         assert spec.models["UniSRec_t+ID"].options["mode"] == "transductive"
     assert load_spec(ROOT / "configs/benchmarks/table3_online_retail.yaml").datasets["online_retail_shuffled"].paper == "online_retail"
+    # every entry of every shipped spec names options its model knows (a typo would only show when the cell ran)
+    for path in sorted((ROOT / "configs" / "benchmarks").glob("*.yaml")):
+        spec = load_spec(path)
+        for entry in spec.models.values():
+            train, _ = runner.cell_configs(entry, spec.seeds[0], threads=1)
+            assert train.init_from == (entry.pretrained if not entry.is_finetune else None), (path.name, entry.label)
 
 
 # ------------------------------------------------------------------------- significance
