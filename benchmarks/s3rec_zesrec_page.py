@@ -1,0 +1,217 @@
+"""Table 3's two text-pre-trained baselines in detail: S3-Rec's pre-training stage and ZESRec's
+source stage, zero-shot transfer and fine-tuning, beside the controls that explain their numbers.
+
+Reads the benchmark archives (``unisrec benchmark archive``; nothing is trained here):
+
+* the target campaign (default ``results/table3/cells_scientific``): the cells ``S3-Rec``,
+  ``ZESRec`` (fine-tuned from the source-trained model), ``ZESRec-scratch`` (the same model trained
+  on the target alone) and ``SASRec``, per seed;
+* the source campaign (default ``results/table3/cells_zesrec_source``, from
+  ``configs/benchmarks/zesrec_source.yaml``): ZESRec trained on Games.
+
+``--source-model DIR`` (the source cell's model directory, in ``runs/``) also evaluates it
+zero-shot on ``--dataset``'s test users by item text alone, and popularity beside it; without it,
+the zero-shot numbers of the previous page (its JSON) are kept. Writes ``OUT.md``, ``OUT.json``
+and ``OUT.png`` (S3-Rec's pre-training losses; validation NDCG@10 of the ZESRec cells and SASRec).
+
+    python benchmarks/s3rec_zesrec_page.py --source-model runs/zesrec_source/games/ZESRec/seed2020 \\
+        --dataset $UNISREC_DATA/scientific
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import benchlib
+
+OBJECTIVES = ("aap", "mip", "map", "sp")  # S3-Rec's four pre-training losses, as its log names them
+CELLS = ("S3-Rec", "ZESRec", "ZESRec-scratch", "SASRec")
+METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+
+
+def read_cells(archive: Path, dataset: str) -> dict[str, dict[int, dict]]:
+    """label -> seed -> {"metrics", "config", "log", "stage_log", "stage_done"} of every archived cell."""
+    out: dict[str, dict[int, dict]] = {}
+    for label in CELLS:
+        for cell in sorted((archive / dataset / label).glob("seed*")):
+            if not (cell / "metrics.json").is_file():
+                continue
+            stage = cell / "pretrain"
+            out.setdefault(label, {})[int(cell.name[4:])] = {
+                "metrics": json.loads((cell / "metrics.json").read_text()),
+                "config": json.loads((cell / "config.json").read_text()),
+                "log": benchlib.read_jsonl(cell / "training_log.jsonl"),
+                "stage_log": benchlib.read_jsonl(stage / "training_log.jsonl") if (stage / "training_log.jsonl").is_file() else [],
+                "stage_done": json.loads((stage / "done.json").read_text()) if (stage / "done.json").is_file() else None,
+            }
+    return out
+
+
+def source_cell(archive: Path) -> dict | None:
+    """The ZESRec cell of the source campaign (the first dataset / seed found), or None."""
+    for cell in sorted(archive.glob("*/ZESRec/seed*")):
+        if (cell / "metrics.json").is_file():
+            return {"dataset": cell.parent.parent.name, "seed": int(cell.name[4:]),
+                    "metrics": json.loads((cell / "metrics.json").read_text()),
+                    "log": benchlib.read_jsonl(cell / "training_log.jsonl")}
+    return None
+
+
+def zero_shot(model_dir: str, dataset: str) -> dict:
+    """Test metrics of the source-trained model on ``dataset`` by item text (no target training), and popularity's."""
+    from unisrec.data.dataset import Dataset
+    from unisrec.evaluation.cli import evaluate_dir
+    from unisrec.models.popularity import evaluate_popularity
+
+    return {"model": benchlib.display_path(model_dir), "dataset": benchlib.display_path(dataset),
+            "zero_shot": evaluate_dir(model_dir, "test", (10, 50), dataset, "cpu"),
+            "popularity": evaluate_popularity(Dataset.load(dataset), "test", (10, 50))}
+
+
+def mean_of(cells: dict[int, dict], metric: str) -> tuple[float, float | None, int]:
+    values = [c["metrics"]["test"][metric] for c in cells.values()]
+    mean, std = benchlib.mean_std(values)
+    return mean, std, len(values)
+
+
+def fmt(cells: dict[int, dict] | None, metric: str) -> str:
+    if not cells:
+        return "not run"
+    mean, std, n = mean_of(cells, metric)
+    return f"{benchlib.fmt_mean_std(mean, std)} (n={n})"
+
+
+def plot(cells: dict[str, dict[int, dict]], source: dict | None, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s3 = next(iter(cells.get("S3-Rec", {}).values()), None)
+    if s3 is None and not any(cells.get(k) for k in ("ZESRec", "ZESRec-scratch")):
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if s3 and s3["stage_log"]:
+        epochs = [r["epoch"] for r in s3["stage_log"]]
+        for name in OBJECTIVES:
+            left.plot(epochs, [r[name] for r in s3["stage_log"]], marker="o", label=name.upper())
+        left.set_yscale("log")
+        left.legend()
+    left.set_title("S3-Rec pre-training on the target (seed %s)" % (next(iter(cells["S3-Rec"])) if s3 else "-"))
+    left.set_xlabel("pre-training epoch")
+    left.set_ylabel("loss per history (log scale)")
+    for label, style in (("ZESRec", "-"), ("ZESRec-scratch", "--"), ("SASRec", ":")):
+        for seed, cell in sorted(cells.get(label, {}).items()):
+            right.plot([r["epoch"] for r in cell["log"]], [r["valid"]["ndcg@10"] for r in cell["log"]], style,
+                       label=f"{label} (seed {seed})")
+    right.set_title("Target validation NDCG@10 per fine-tuning epoch")
+    right.set_xlabel("epoch")
+    right.set_ylabel("valid NDCG@10")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cells", default="results/table3/cells_scientific", help="the target campaign's archive")
+    ap.add_argument("--source-cells", default="results/table3/cells_zesrec_source", help="the source campaign's archive")
+    ap.add_argument("--target", default="scientific", help="the target dataset's name in the archive")
+    ap.add_argument("--source-model", help="the source-trained ZESRec model directory: evaluate it zero-shot")
+    ap.add_argument("--dataset", help="the target dataset folder (with --source-model)")
+    ap.add_argument("--out", default="results/table3/s3rec_zesrec")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    cells = read_cells(Path(args.cells), args.target)
+    source = source_cell(Path(args.source_cells))
+    previous = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+    if args.source_model:
+        if not args.dataset:
+            ap.error("--source-model needs --dataset (the target dataset folder)")
+        transfer = zero_shot(args.source_model, args.dataset)
+    else:
+        transfer = previous.get("zero_shot")
+    paper = {m: benchlib.paper_row(args.target, m) for m in ("s3rec", "zesrec", "sasrec")}
+
+    lines = ["# S3-Rec and ZESRec in detail: pre-training, source stage, zero-shot and controls", "",
+             f"Target: {args.target}. Every fine-tuning run early-stopped on validation NDCG@10 (patience 10), "
+             "test metrics at the best epoch, full ranking. Cells from the benchmark archives "
+             f"`{args.cells}` and `{args.source_cells}`; the Table 3 page with the paired t-tests is "
+             "`results/table3/benchmark_scientific.md`.", "",
+             "## Test metrics (mean ± std over seeds)", "",
+             "| model | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS) + " | paper R@10 / N@10 |",
+             "|---|" + "---|" * (len(METRICS) + 1)]
+    paper_of = {"S3-Rec": "s3rec", "ZESRec": "zesrec", "SASRec": "sasrec"}
+    for label in CELLS:
+        row = paper.get(paper_of.get(label, ""))
+        ref = f"{row[0]:.4f} / {row[1]:.4f}" if row else "-"
+        lines.append(f"| {label} | " + " | ".join(fmt(cells.get(label), m) for m in METRICS) + f" | {ref} |")
+    if transfer:
+        zs, pop = transfer["zero_shot"], transfer["popularity"]
+        lines.append("| ZESRec zero-shot (source model, no target training) | "
+                     + " | ".join(f"{zs[m]:.4f}" for m in METRICS) + " | - |")
+        lines.append("| popularity | " + " | ".join(f"{pop[m]:.4f}" for m in METRICS) + " | - |")
+    lines.append("")
+
+    data: dict = {"target": args.target, "zero_shot": transfer, "cells": {}, "source": None}
+    for label, seeds in cells.items():
+        data["cells"][label] = {str(s): {"test": c["metrics"]["test"], "best_epoch": c["metrics"].get("best_epoch"),
+                                         "epochs_run": c["metrics"].get("epochs_run"),
+                                         "stop_reason": c["metrics"].get("stop_reason"),
+                                         "median_epoch_seconds": c["metrics"].get("median_epoch_seconds"),
+                                         "pretrain": c["stage_log"], "pretrain_done": c["stage_done"]}
+                                for s, c in seeds.items()}
+
+    lines += ["## S3-Rec: the pre-training stage", ""]
+    for seed, c in sorted(cells.get("S3-Rec", {}).items()):
+        asked = c["config"].get("model", {}).get("pretrain_epochs")
+        ran = len(c["stage_log"])
+        secs = sorted(r["seconds"] for r in c["stage_log"])
+        median = secs[len(secs) // 2] if secs else float("nan")
+        lines.append(f"Seed {seed}: {ran} pre-training epochs run of {asked} asked (the release ran 300), "
+                     f"median {median:.0f} s per epoch (1 thread, shared machine), then fine-tuning: best epoch "
+                     f"{c['metrics'].get('best_epoch')} of {c['metrics'].get('epochs_run')} "
+                     f"({c['metrics'].get('stop_reason')}).")
+        lines += ["", "| epoch | loss | " + " | ".join(o.upper() for o in OBJECTIVES) + " | s |", "|---|---|" + "---|" * 5]
+        for r in c["stage_log"]:
+            lines.append(f"| {r['epoch']} | {r['loss']:.3f} | " + " | ".join(f"{r[o]:.4f}" for o in OBJECTIVES)
+                         + f" | {r['seconds']:.0f} |")
+        lines.append("")
+    if not cells.get("S3-Rec"):
+        lines += ["Not run yet.", ""]
+
+    lines += ["## ZESRec: source stage, zero-shot, fine-tuned, and trained on the target alone", ""]
+    if source:
+        m = source["metrics"]
+        data["source"] = {"dataset": source["dataset"], "seed": source["seed"], "best_epoch": m.get("best_epoch"),
+                          "epochs_run": m.get("epochs_run"), "stop_reason": m.get("stop_reason"),
+                          "median_epoch_seconds": m.get("median_epoch_seconds"), "valid": [r["valid"] for r in source["log"]],
+                          "test": m.get("test")}
+        curve = ", ".join(f"{r['valid']['ndcg@10']:.4f}" for r in source["log"])
+        lines.append(f"Source stage: ZESRec trained on {source['dataset']} (seed {source['seed']}), "
+                     f"{m.get('epochs_run')} epochs ({m.get('stop_reason')}), best epoch {m.get('best_epoch')}, "
+                     f"median {m.get('median_epoch_seconds', float('nan')):.0f} s per epoch; its own validation "
+                     f"NDCG@10 per epoch: {curve}.")
+    else:
+        lines.append("Source stage: not run yet (`configs/benchmarks/zesrec_source.yaml`).")
+    if transfer:
+        lines.append(f"Zero-shot: `{transfer['model']}` evaluated on `{transfer['dataset']}` (test users, ranking the "
+                     "target's whole catalogue by its item texts, no target interaction used for training).")
+    lines += ["", f"![S3-Rec pre-training losses and ZESRec validation curves]({out.name}.png)" if cells else "", ""]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if plot(cells, source, out.with_suffix(".png")):
+        data["plot"] = out.with_suffix(".png").name
+    lines.append(f"Regenerate: `{benchlib.reproduce_command(__file__, sys.argv[1:] if argv is None else argv)}`")
+    benchlib.write_result(out, data, lines)
+    print(f"wrote {out}.md, {out}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
