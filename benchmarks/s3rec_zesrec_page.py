@@ -103,7 +103,7 @@ def plot(cells: dict[str, dict[int, dict]], source: dict | None, path: Path) -> 
     left.set_title("S3-Rec pre-training on the target (seed %s)" % (next(iter(cells["S3-Rec"])) if s3 else "-"))
     left.set_xlabel("pre-training epoch")
     left.set_ylabel("loss per history (log scale)")
-    for label, style in (("ZESRec", "-"), ("ZESRec-scratch", "--"), ("SASRec", ":")):
+    for label, style in (("S3-Rec", "-."), ("ZESRec", "-"), ("ZESRec-scratch", "--"), ("SASRec", ":")):
         for seed, cell in sorted(cells.get(label, {}).items()):
             right.plot([r["epoch"] for r in cell["log"]], [r["valid"]["ndcg@10"] for r in cell["log"]], style,
                        label=f"{label} (seed {seed})")
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"median {median:.0f} s per epoch (1 thread, shared machine), then fine-tuning: best epoch "
                      f"{c['metrics'].get('best_epoch')} of {c['metrics'].get('epochs_run')} "
                      f"({c['metrics'].get('stop_reason')}).")
+        curve = ", ".join(f"{r['valid']['ndcg@10']:.4f}" for r in c["log"])
+        lines.append(f"Its fine-tuning validation NDCG@10 per epoch: {curve}.")
         lines += ["", "| epoch | loss | " + " | ".join(o.upper() for o in OBJECTIVES) + " | s |", "|---|---|" + "---|" * 5]
         for r in c["stage_log"]:
             lines.append(f"| {r['epoch']} | {r['loss']:.3f} | " + " | ".join(f"{r[o]:.4f}" for o in OBJECTIVES)
