@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.source_model:
         if not args.dataset:
             ap.error("--source-model needs --dataset (the target dataset folder)")
-        transfer = zero_shot(args.source_model, args.dataset)
+        # "$UNISREC_DATA/scientific" may be passed quoted, so the recorded command holds no machine path
+        transfer = zero_shot(os.path.expandvars(args.source_model), os.path.expandvars(args.dataset))
     else:
         transfer = previous.get("zero_shot")
     paper = {m: benchlib.paper_row(args.target, m) for m in ("s3rec", "zesrec", "sasrec")}
