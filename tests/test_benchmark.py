@@ -203,10 +203,12 @@ def test_from_starts_a_trained_model_from_another_run_and_a_missing_one_is_skipp
 def test_spec_defaults_paper_columns_and_roles(toy):
     spec = spec_from_dict({"datasets": {"online_retail_shuffled": str(toy)},
                            "models": {"S": "sasrec", "T": {"model": "finetune", "mode": "transductive"},
-                                      "B": "bert4rec", "X": "mystery"}})
+                                      "B": "bert4rec", "X": "mystery", "C": {"model": "ccdr", "role": "control"},
+                                      "D": {"model": "ccdr", "role": "control", "paper": "ccdr"}}})
     assert spec.datasets["online_retail_shuffled"].paper == "online_retail"
     assert [(m.paper, m.role) for m in spec.models.values()] == [
-        ("sasrec", "baseline"), ("unisrec_t_id", "ours"), ("bert4rec", "baseline"), (None, "baseline")]
+        ("sasrec", "baseline"), ("unisrec_t_id", "ours"), ("bert4rec", "baseline"), (None, "baseline"),
+        (None, "control"), ("ccdr", "control")]
     assert spec.seeds == (2020,)
 
 

@@ -18,7 +18,7 @@ on another domain, e.g. a source-trained ZESRec (``--init-from``); relative to t
 found there, else to the current folder), ``unfreeze_all`` (finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``, or ``control``: a diagnostic
 variant -- e.g. a baseline with one of its parts switched off -- reported and tested against ours,
 never counted as the best baseline nor ranked), ``paper`` (the paper's Table 3
-column to print beside it), ``options`` (a mapping); any other key is an option too (``mode: inductive``).
+column to print beside it; default: the model's own column, none for a control), ``options`` (a mapping); any other key is an option too (``mode: inductive``).
 ``source`` (a dataset or a list of them, e.g. ``RecGURU: {model: recguru, source: [games]}``) names the
 source domains of a cross-domain model (``--source DIR``); each is found like the spec's datasets.
 Option names are the flags of `unisrec train NAME` / `unisrec finetune` with ``_`` for ``-``.
@@ -159,7 +159,8 @@ def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]
     role = raw.get("role", "ours" if model in (FINETUNE, "unisrec") else "baseline")
     if role not in ROLES:
         raise UserError(f"{where}.role must be ours, baseline or control, got {role!r}")
-    paper_key = raw["paper"] if "paper" in raw else default_paper_model(model, options)
+    # a control is a variant the paper never ran: no paper number beside it unless the spec names one
+    paper_key = raw["paper"] if "paper" in raw else None if role == "control" else default_paper_model(model, options)
     if paper_key is not None and paper_key not in paper.MODELS:
         raise UserError(f"{where}.paper: {paper_key!r} is not a Table 3 column; known: {', '.join(paper.MODELS)}")
     return ModelEntry(label, model, options, pretrained, bool(raw.get("unfreeze_all", False)), role, paper_key, sources)
