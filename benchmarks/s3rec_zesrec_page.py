@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         zs, pop, un = (x["recall@10"] for x in (transfer["zero_shot"], transfer["popularity"], transfer["untrained"]["test"]))
         lines += [f"Zero-shot R@10 of the Games-trained ZESRec is {zs / pop:.2f}x popularity's; the same model untrained "
                   f"ranks at {un / pop:.2f}x popularity (its random projection keeps the text vectors' similarity): "
-                  "training on the source made the model worse on the unseen catalogue, not better.", ""]
+                  + ("training on the source made the model worse on the unseen catalogue, not better." if zs < un
+                     else "training on the source made the model better on the unseen catalogue."), ""]
 
     data: dict = {"target": args.target, "zero_shot": transfer, "cells": {}, "source": None}
     for label, seeds in cells.items():
