@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the pages that are reported from committed campaign archives (no training):
 #   bash benchmarks/report_archives.sh
-# Each archive is filled by `unisrec benchmark run SPEC --runs runs/NAME --threads 1 --archive ARCHIVE`:
+# Each archive is filled by `unisrec benchmark run GRID.yaml --runs runs/NAME --threads 1 --archive ARCHIVE`:
 #   configs/benchmarks/table3_scientific.yaml   -> results/table3/cells_scientific
 #   configs/benchmarks/fast_path_scientific.yaml -> results/every_position/cells_fast_path_scientific
 set -euo pipefail

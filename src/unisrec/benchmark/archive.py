@@ -17,7 +17,7 @@ files are rewritten (``$UNISREC_DATA/...``, or relative to the current folder, o
 so a committed archive holds no machine paths.
 
 An archive is itself a run tree: ``unisrec benchmark report ARCHIVE`` reports it, and copying it to
-``runs/NAME`` before ``unisrec benchmark run SPEC --runs runs/NAME`` restores a campaign -- the
+``runs/NAME`` before ``unisrec benchmark run GRID.yaml --runs runs/NAME`` restores a campaign -- the
 archived cells count as finished (skipped, never retrained), only the missing ones train.
 """
 
