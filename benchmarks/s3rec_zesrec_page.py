@@ -77,14 +77,14 @@ def untrained(dataset: str, seed: int = 2020) -> dict:
     options) and never trained: what a random linear projection of the text vectors already ranks."""
     import torch
 
-    from unisrec.config import load_configs
+    from unisrec.benchmark.runner import cell_configs
+    from unisrec.benchmark.spec import ModelEntry
     from unisrec.evaluation.metrics import evaluate_model
     from unisrec.models import registry
-    from unisrec.training.config import TrainConfig
     from unisrec.training.supervised import build_model
 
+    train, config = cell_configs(ModelEntry("ZESRec", "zesrec"), seed, threads=1)
     spec = registry.get("zesrec")
-    train, config = load_configs((TrainConfig, spec.config_class), None, {"seed": seed, "progress": False})
     model, ds, _, _, _ = build_model(spec, dataset, train, config)
     model.eval()
     with torch.no_grad():
@@ -104,7 +104,7 @@ def fmt(cells: dict[int, dict] | None, metric: str) -> str:
     return f"{benchlib.fmt_mean_std(mean, std)} (n={n})"
 
 
-def plot(cells: dict[str, dict[int, dict]], source: dict | None, path: Path) -> bool:
+def plot(cells: dict[str, dict[int, dict]], path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"![S3-Rec pre-training losses and ZESRec validation curves]({out.name}.png)" if cells else "", ""]
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    if plot(cells, source, out.with_suffix(".png")):
+    if plot(cells, out.with_suffix(".png")):
         data["plot"] = out.with_suffix(".png").name
     lines.append(f"Regenerate: `{benchlib.reproduce_command(__file__, sys.argv[1:] if argv is None else argv)}`")
     benchlib.write_result(out, data, lines)

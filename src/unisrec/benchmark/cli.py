@@ -82,10 +82,12 @@ def _run(spec_path: Path, args: argparse.Namespace) -> int:
     only = subset(spec, names(args.datasets), names(args.models), seeds)
     runs = Path(args.runs) if args.runs else Path("runs") / spec.name
     after_cell = None
+    archived_once: list[bool] = []
     if args.archive and not args.dry_run:
         from unisrec.benchmark.archive import archive_runs
 
         def after_cell() -> None:
+            archived_once.append(True)
             try:
                 done = archive_runs(runs, args.archive)
             except UserError as exc:  # e.g. no cell has written anything yet: the campaign goes on
@@ -95,7 +97,7 @@ def _run(spec_path: Path, args: argparse.Namespace) -> int:
 
     summary = run_benchmark(spec, runs, threads=args.threads, isolate=not args.in_process, parallel=args.parallel,
                             finalize=args.finalize, dry_run=args.dry_run, only=only, after_cell=after_cell)
-    if after_cell is not None:
+    if after_cell is not None and not archived_once:  # no cell trained now: archive what is already finished
         after_cell()
     counts: dict[str, int] = {}
     for c in summary["cells"]:
