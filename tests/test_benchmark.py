@@ -3,7 +3,12 @@
 import importlib.util
 import json
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,7 @@ from unisrec.benchmark.significance import compare, paired_ttest_greater, per_us
 from unisrec.benchmark.spec import load_spec, spec_from_dict, subset
 from unisrec.cli import main
 from unisrec.data.dataset import Dataset
+from unisrec.data.output import lock_holder
 from unisrec.errors import UserError
 from unisrec.evaluation.metrics import metrics_from_ranks
 
@@ -149,6 +155,63 @@ def test_interrupted_cell_resumes_in_a_subprocess(grid, toy, tmp_path):
     full = json.loads((runs / "toy" / "SASRec" / "seed1" / "metrics.json").read_text())
     resumed = json.loads((cell / "metrics.json").read_text())
     assert resumed["test"] == pytest.approx(full["test"], rel=1e-5)
+
+
+def _wait(condition, seconds: float, what: str):
+    end = time.time() + seconds
+    while time.time() < end:
+        if (value := condition()):
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def test_a_cell_never_trains_in_two_processes_and_its_worker_stops_with_its_run(toy, tmp_path):
+    """The campaign bug this guards against: `benchmark run` killed, its worker training on; a second
+    `benchmark run` resumed the same cell in a second process and the two corrupted its checkpoints."""
+    import yaml
+
+    spec = {"name": "toy_lock", "datasets": {"toy": str(toy)}, "seeds": [1],
+            "options": {**TINY, "epochs": 100000, "patience": 100000}, "models": {"SASRec": {"model": "sasrec"}}}
+    path, runs = tmp_path / "grid.yaml", tmp_path / "runs"
+    path.write_text(yaml.safe_dump(spec))
+    cell = runs / "toy" / "SASRec" / "seed1"
+    first = subprocess.Popen([sys.executable, "-m", "unisrec", "benchmark", "run", str(path), "--runs", str(runs), "--threads", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = None
+    try:
+        _wait(lambda: (cell / "training_log.jsonl").is_file() and (cell / "training_log.jsonl").read_text().count("\n") >= 2,
+              120, "two epochs of the first run")
+        worker = int(lock_holder(cell))
+        assert worker != first.pid  # the worker subprocess trains and holds the cell
+
+        said = []
+        summary = runner.run_benchmark(load_spec(path), runs, threads=1, isolate=False, say=said.append)
+        assert summary["cells"][0]["status"] == "running" and f"pid {worker}" in summary["cells"][0]["message"]
+        assert any("not started again" in s for s in said)
+        model = load_spec(path).models["SASRec"]
+        with pytest.raises(UserError, match=f"pid {worker}"):  # `unisrec train --resume` into it is refused too
+            runner.train_cell(model, toy, cell, 1, threads=1)
+
+        first.kill()  # SIGKILL: the run cannot tell its worker anything
+        first.wait()
+        _wait(lambda: lock_holder(cell) is None, 30, "the orphaned worker to stop")
+    finally:
+        for pid in (first.pid, worker):
+            try:
+                os.kill(pid, signal.SIGKILL) if pid else None
+            except ProcessLookupError:
+                pass
+    summary = runner.run_benchmark(load_spec(path), runs, threads=1, isolate=False, finalize=True, say=lambda s: None)
+    assert summary["cells"][0]["status"] == "resumed"
+    epochs = [r["epoch"] for r in map(json.loads, (cell / "training_log.jsonl").read_text().splitlines())]
+    assert epochs == list(range(1, len(epochs) + 1))  # one trainer: every epoch once, in order
+    assert json.loads((cell / "metrics.json").read_text())["epochs_run"] == epochs[-1]
+
+
+def test_a_worker_whose_run_is_already_gone_does_not_train():
+    with pytest.raises(SystemExit, match="has ended"):
+        runner.stop_with_parent(os.getppid() + 1 if os.getppid() != 1 else 2)
 
 
 def test_finalize_tests_interrupted_cells_where_they_stopped(toy, tmp_path):

@@ -9,12 +9,15 @@ A cell is one `unisrec train NAME` / `unisrec finetune` run through the library
 
 * finished (``metrics.json`` present) -> skipped, never retrained;
 * interrupted (a resume state and no ``metrics.json``) -> resumed exactly where it stopped;
+* being trained by a live process (its folder's writer lock is held: another `benchmark run`, or
+  a `unisrec train`) -> ``running``, left alone; never two trainers on one cell;
 * otherwise started fresh; a model name the registry does not know, or a dataset folder that is not
   there, is reported and skipped, so a spec may name models other people are still adding.
 
 Cells run one at a time (``parallel`` > 1 runs that many at once, for a GPU), each in its own
 subprocess (``python -m unisrec.benchmark.runner``) so a crash or an out-of-memory kill ends one
-cell, not the campaign; its output goes to ``RUNS/DATASET/MODEL/seedN.log``. Order: per dataset,
+cell, not the campaign; its output goes to ``RUNS/DATASET/MODEL/seedN.log``. A worker stops when
+its `benchmark run` dies (killed, or its terminal closed), so no cell trains on unwatched. Order: per dataset,
 seed by seed, every model at a seed before the next seed, so a campaign cut short still holds
 complete comparisons. ``RUNS/benchmark.json`` records the spec and every cell (status, command,
 test metrics); `unisrec benchmark report RUNS` turns the tree into the paper's table.
@@ -25,14 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from unisrec.benchmark.spec import BenchmarkSpec, DatasetEntry, ModelEntry
+from unisrec.data.output import lock_holder
 from unisrec.errors import UserError
 
 SUMMARY_NAME = "benchmark.json"
@@ -208,6 +214,7 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     archive taken mid-campaign sees the spec. Each cell's entry has a ``status``: ``queued`` (to train
     in this call, not finished yet), ``skipped`` (finished before this call),
     ``finished`` (trained now), ``resumed`` (an interrupted cell, finished now), ``failed``,
+    ``running`` (another live process trains it),
     ``unavailable`` (unknown model / missing dataset), ``not selected`` (outside ``only``), or with
     ``dry_run`` (nothing written) or ``collect_only`` (no training; the summary written) the state
     it would start from (``new``, ``interrupted``). ``finalize``: interrupted
@@ -235,6 +242,10 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
             say(f"{cell.name}: {why}")
             continue
         state = cell_state(cell.dir)
+        if state != "finished" and (pid := lock_holder(cell.dir)):
+            rec.update(status="running", message=f"being trained by another process (pid {pid})")
+            say(f"{cell.name}: being trained by another process (pid {pid}); left to it, not started again")
+            continue
         if state != "finished":  # a typo in an option fails now, not hours into a campaign
             cell_configs(cell.model, cell.seed, threads)
         if state == "finished" and (changed := option_mismatches(cell, threads)):
@@ -303,7 +314,7 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
                     done(cell, state, str(exc))
                 continue
             task = {"model": _entry_dict(cell.model), "dataset": str(cell.dataset.path), "output": str(cell.dir),
-                    "seed": cell.seed, "threads": threads, "finalize": finalize}
+                    "seed": cell.seed, "threads": threads, "finalize": finalize, "parent": os.getpid()}
             env = dict(os.environ)
             if threads:
                 env["OMP_NUM_THREADS"] = str(threads)
@@ -338,11 +349,29 @@ def summarise(spec: BenchmarkSpec, grid: list[Cell], records: dict[str, dict[str
     return {"spec": spec.to_dict(), "finished": finished, "cells": out}
 
 
+def stop_with_parent(parent: int, every: float = 1.0) -> None:
+    """End this process (SIGTERM) as soon as process ``parent`` is no longer its parent.
+
+    Without it, killing `benchmark run` left its worker training, and the next `benchmark run`
+    resumed the same cell in a second process (both wrote the resume state). Stopping mid-epoch
+    costs at most that epoch: the resume state on disk is always a complete generation."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if os.getppid() != parent:
+        raise SystemExit(f"unisrec benchmark: the run that started this worker (pid {parent}) has ended; not training")
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
 def _worker(argv: list[str]) -> int:
     """``python -m unisrec.benchmark.runner TASK_JSON``: one cell (what :func:`run_benchmark` spawns)."""
     p = argparse.ArgumentParser(prog="python -m unisrec.benchmark.runner")
     p.add_argument("task", help="the cell as JSON (model entry, dataset, output, seed, threads, finalize)")
     task = json.loads(p.parse_args(argv).task)
+    if task.get("parent") is not None:
+        stop_with_parent(task["parent"])
     m = task["model"]
     sources = tuple(DatasetEntry(name, None if path is None else Path(path), given, paper_name)
                     for name, path, given, paper_name in m.get("sources", []))

@@ -10,9 +10,9 @@ Rules (docs/data.md "Where prepare writes"):
   unisrec's own are hard-linked into it, and the two folders are exchanged in one step
   (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames, the old dataset kept aside until
   the new one is in place). A crash at any point leaves the old or the new dataset, complete;
-* a writer (``prepare``, ``encode``) holds an advisory lock (``fcntl.flock``) on the sibling file
-  ``.NAME.lock`` for as long as it writes; a second writer is refused with the holder's pid. The
-  lock file is removed when released;
+* a writer (``prepare``, ``encode``; a training run on its output folder) holds an advisory lock
+  (``fcntl.flock``) on the sibling file ``.NAME.lock`` for as long as it writes; a second writer is
+  refused with the holder's pid. The lock file is removed when released;
 * folders and files are created with the process umask (nothing is made private on its own).
 """
 
@@ -98,6 +98,27 @@ def _acquire(path: Path, target: Path) -> int:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             return fd
         os.close(fd)
+
+
+def lock_holder(target: str | os.PathLike) -> str | None:
+    """The pid (as written in the lock file) of a live process holding ``target``'s writer lock, or None.
+
+    Only looks: nothing is created, and a lock file left by a process that died holds no lock (the
+    kernel releases ``flock`` locks when their holder exits), so it reads as free."""
+    if fcntl is None:
+        return None
+    path = _lock_path(Path(target).resolve())
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    finally:
+        os.close(fd)  # closing drops the shared lock taken just to look
+    return None
 
 
 # ------------------------------------------------------------------------------- output checks

@@ -24,7 +24,7 @@ import torch
 from unisrec.errors import UserError
 from unisrec.models.unisrec import UniSRec, UniSRecConfig
 from unisrec.training.config import TrainConfig
-from unisrec.training.state import seed_everything
+from unisrec.training.state import holds_output_lock, seed_everything
 from unisrec.training.supervised import check_history, fit, load_dataset_features, resumed_configs
 
 
@@ -47,6 +47,7 @@ def load_for_transfer(pretrained: str | os.PathLike, mode: str, num_items: int, 
     return model
 
 
+@holds_output_lock
 def finetune(
     dataset_dir: str | os.PathLike,
     output: str | os.PathLike,

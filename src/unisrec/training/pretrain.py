@@ -58,7 +58,7 @@ from unisrec.training.losses import (
     sequence_item_contrastive_loss,
     sequence_sequence_contrastive_loss,
 )
-from unisrec.training.state import RunState, read_run_state, restore_run_state
+from unisrec.training.state import RunState, holds_output_lock, read_run_state, restore_run_state
 
 
 def unique_items(items: torch.Tensor, table_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,6 +252,7 @@ def pretrain(
         shutdown_distributed(ctx)
 
 
+@holds_output_lock
 def _pretrain(ctx: DistContext, dirs: list[Path], output: Path, cfg: PretrainConfig, model_config: UniSRecConfig | None,
               show_progress: bool) -> tuple[UniSRec, dict[str, Any]]:
     if cfg.batch_size % ctx.world_size:

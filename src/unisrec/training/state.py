@@ -14,21 +14,30 @@ Layout (``OUTPUT/resume/``)::
 A new generation is written completely into a fresh folder, then ``CURRENT`` is replaced (one
 ``os.replace``), then older generations are removed. A crash at any moment leaves ``CURRENT``
 naming a complete generation: resume is exact whatever step of the write was interrupted.
+
+One process trains a run folder at a time: :func:`holds_output_lock` makes every training entry
+point hold the folder's writer lock (``unisrec.data.output``) while it runs, so a second trainer of
+the same folder (another `unisrec train --resume`, or a benchmark cell started again while an
+orphaned worker still trains it) is refused with the holder's pid instead of interleaving its
+checkpoints with the first one's.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
 
+from unisrec.data.output import writer_lock
 from unisrec.errors import UserError
 from unisrec.training.distributed import DistContext, gather_no_grad
 
@@ -136,6 +145,26 @@ def restore_rng(ctx: DistContext, states: torch.Tensor) -> None:
     torch.set_rng_state(mine[:n_cpu].clone())
     if ctx.device.type == "cuda" and mine.numel() > n_cpu:
         torch.cuda.set_rng_state(mine[n_cpu:].clone(), ctx.device)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def holds_output_lock(fn: F) -> F:
+    """Decorate a training entry point with an ``output`` argument: the call holds that folder's
+    writer lock throughout (re-entrant, so an entry point may call another on the same folder).
+    Under torchrun only rank 0 takes it -- the ranks of one launch are one trainer."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        output = signature.bind(*args, **kwargs).arguments["output"]
+        if int(os.environ.get("RANK", "0")) != 0:
+            return fn(*args, **kwargs)
+        with writer_lock(output):
+            return fn(*args, **kwargs)
+
+    return locked  # type: ignore[return-value]
 
 
 def current_generation(output: Path) -> Path | None:

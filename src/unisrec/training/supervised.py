@@ -38,7 +38,8 @@ from unisrec.training.config import TrainConfig
 from unisrec.training.distributed import DistContext, resolve_device
 from unisrec.training.log import RunLog
 from unisrec.training.loop import LoopSettings, peak_rss_mb, train_loop
-from unisrec.training.state import RunState, EarlyStopping, read_run_state, restore_run_state, seed_everything
+from unisrec.training.state import (RunState, EarlyStopping, holds_output_lock, read_run_state, restore_run_state,
+                                    seed_everything)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class SupervisedTask:
         pass
 
 
+@holds_output_lock
 def fit(model: Any, dataset: Any, config: TrainConfig, output: str | os.PathLike, feature_name: str | None = None,
         extra: dict[str, Any] | None = None, resume: bool = False, sources: list[Any] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``dataset``'s train split with early stopping; write the model directory.
@@ -183,6 +185,7 @@ def load_dataset_features(dataset: Any, config: TrainConfig) -> tuple[str, dict[
     return name, info, np.array(dataset.features(name), dtype=np.float32)
 
 
+@holds_output_lock
 def train_model(name: str, dataset_dir: str | os.PathLike, output: str | os.PathLike, train: TrainConfig | None = None,
                 model_config: Any = None, resume: bool = False) -> dict[str, Any]:
     """Train registered model ``name`` from scratch on a dataset directory; returns its metrics."""
