@@ -189,6 +189,7 @@ def test_a_cell_never_trains_in_two_processes_and_its_worker_stops_with_its_run(
         summary = runner.run_benchmark(load_spec(path), runs, threads=1, isolate=False, say=said.append)
         assert summary["cells"][0]["status"] == "running" and f"pid {worker}" in summary["cells"][0]["message"]
         assert any("not started again" in s for s in said)
+        assert re.search(r"after epoch \d+; best valid 0\.\d{4} at epoch \d+", summary["cells"][0]["message"])
         model = load_spec(path).models["SASRec"]
         with pytest.raises(UserError, match=f"pid {worker}"):  # `unisrec train --resume` into it is refused too
             runner.train_cell(model, toy, cell, 1, threads=1)

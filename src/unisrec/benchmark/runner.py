@@ -101,6 +101,19 @@ def cell_state(cell_dir: Path) -> str:
     return "interrupted" if any(read_run_state(p) is not None for p in stages) else "new"
 
 
+def progress(cell_dir: Path) -> str:
+    """Where an unfinished cell is, from its resume state, e.g. "after epoch 12; best valid 0.0612 at
+    epoch 8"; "" when it has none. A cell inside its own stage says so ("pre-training stage, ...")."""
+    from unisrec.training.state import read_run_state
+
+    for where, folder in (("", cell_dir), *((f"{p.name} stage, ", p) for p in sorted(cell_dir.glob("*/")) if p.is_dir())):
+        if (run := read_run_state(folder)) is not None:
+            stop = run.early_stopping
+            best = f"; best valid {stop.best:.4f} at epoch {stop.best_epoch}" if stop.best_epoch else ""
+            return f"{where}after epoch {run.epoch}{best}"
+    return ""
+
+
 def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epochs: int | None = None) -> tuple[Any, Any]:
     """(TrainConfig, model config) of a cell: the entry's options, the seed, no progress bar;
     ``threads`` / ``epochs`` override the spec when given."""
@@ -243,8 +256,9 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
             continue
         state = cell_state(cell.dir)
         if state != "finished" and (pid := lock_holder(cell.dir)):
-            rec.update(status="running", message=f"being trained by another process (pid {pid})")
-            say(f"{cell.name}: being trained by another process (pid {pid}); left to it, not started again")
+            at = progress(cell.dir)
+            rec.update(status="running", message=f"being trained by another process (pid {pid})" + (f"; {at}" if at else ""))
+            say(f"{cell.name}: {rec['message']}; left to it, not started again")
             continue
         if state != "finished":  # a typo in an option fails now, not hours into a campaign
             cell_configs(cell.model, cell.seed, threads)
@@ -257,7 +271,7 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
             say(f"{cell.name}: finished before, skipped")
         elif dry_run or collect_only:
             rec["status"] = state
-            say(f"{cell.name}: would {'resume' if state == 'interrupted' else 'start'}")
+            say(f"{cell.name}: would " + (f"resume {progress(cell.dir)}" if state == "interrupted" else "start"))
         elif finalize and state == "new":
             rec["status"] = "not started"
             say(f"{cell.name}: never started; --finalize starts nothing new")
