@@ -140,7 +140,11 @@ def segment_prediction_loss(context: torch.Tensor, positive: torch.Tensor, negat
     """SP, S3-Rec Sec. 3.3 "Modeling Sequence-Segment Correlation": f_SP(s, s~) = sigma(s^T W_SP s~),
     the sequence with a segment masked (``context``) against the segment itself (``positive``)
     and a segment of another sequence (``negative``), each the encoder output at the last position;
-    as in the authors' code: -log sigma(f_SP(s, s~) - f_SP(s, s~^-)). Returns the sum over sequences."""
+    as in the authors' code: -log sigma(f_SP(s, s~) - f_SP(s, s~^-)). Returns the sum over sequences.
+
+    Kept as the release has it, though the inner sigmoid saturates: on Scientific both scores reach
+    ~57 within the first pre-training epoch, sigma' ~ 1e-25, so SP sits at ln 2 with no gradient
+    (measured in results/table3/s3rec_zesrec.md)."""
     c = head(context)
     pos = torch.sigmoid((c * positive).sum(-1))
     neg = torch.sigmoid((c * negative).sum(-1))
