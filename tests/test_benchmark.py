@@ -215,6 +215,49 @@ def test_a_worker_whose_run_is_already_gone_does_not_train():
         runner.stop_with_parent(os.getppid() + 1 if os.getppid() != 1 else 2)
 
 
+def test_a_pretrain_cell_is_resumed_archived_and_only_finished_is_a_from_for_finetuning(tmp_path, monkeypatch, capsys):
+    from test_pretrain import make_domain
+
+    target, source = make_domain(tmp_path / "t", "t"), make_domain(tmp_path / "s", "s", seed=1)
+    arch = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_experts": 2}
+    pre = lambda epochs: spec_from_dict({  # noqa: E731
+        "name": "pre", "datasets": {"t": str(target)}, "seeds": [1],
+        "options": {"epochs": epochs, "batch_size": 64, "device": "cpu", **arch},
+        "models": {"PT": {"model": "pretrain", "source": [str(source)]}}})
+    runs = tmp_path / "runs"
+    ckpt = runs / "t" / "PT" / "seed1"
+    fine = spec_from_dict({"name": "fine", "datasets": {"s": str(source)}, "seeds": [1],
+                           "options": {"epochs": 1, "batch_size": 64, "eval_batch_size": 64, "device": "cpu"},
+                           "models": {"UniSRec": {"model": "finetune", "from": str(ckpt)}}})
+
+    summary = runner.run_benchmark(pre(1), runs, threads=1, isolate=False, say=lambda s: None)
+    cell = summary["cells"][0]
+    assert cell["status"] == "finished" and cell["command"].startswith(f"unisrec pretrain {target} {source} --output")
+    assert json.loads((ckpt / "done.json").read_text())["stop_reason"] == "max_epochs"
+    (ckpt / "done.json").unlink()  # as if the sitting had ended during epoch 2
+    summary = runner.run_benchmark(fine, tmp_path / "fine", threads=1, isolate=False, say=lambda s: None)
+    assert summary["cells"][0]["status"] == "unavailable" and "has not finished" in summary["cells"][0]["message"]
+
+    summary = runner.run_benchmark(pre(2), runs, threads=1, isolate=False, say=lambda s: None)
+    assert summary["cells"][0]["status"] == "resumed"
+    assert [r["epoch"] for r in map(json.loads, (ckpt / "training_log.jsonl").read_text().splitlines())] == [1, 2]
+    assert json.loads((ckpt / "done.json").read_text())["epochs_done"] == 2
+    assert runner.run_benchmark(pre(2), runs, isolate=False, say=lambda s: None)["cells"][0]["status"] == "skipped"
+
+    summary = runner.run_benchmark(fine, tmp_path / "fine", threads=1, isolate=False, say=lambda s: None)
+    assert summary["cells"][0]["status"] == "finished"
+    assert summary["cells"][0]["command"].startswith(f"unisrec finetune {source} --output") and f"--from {ckpt}" in summary["cells"][0]["command"]
+
+    monkeypatch.chdir(tmp_path)
+    archive_runs(runs, tmp_path / "arch")
+    kept = sorted(str(p.relative_to(tmp_path / "arch")) for p in (tmp_path / "arch").rglob("*") if p.is_file())
+    assert kept == ["benchmark.json", "t/PT/seed1/config.json", "t/PT/seed1/done.json", "t/PT/seed1/training_log.jsonl"]
+    assert json.loads((tmp_path / "arch" / "benchmark.json").read_text())["cells"][0]["pretraining"]["epochs_done"] == 2
+    capsys.readouterr()
+    assert main(["benchmark", "report", str(tmp_path / "arch")]) == 0  # a checkpoint has no test metrics to tabulate
+    assert "No finished runs" in capsys.readouterr().out
+
+
 def test_finalize_tests_interrupted_cells_where_they_stopped(toy, tmp_path):
     spec = toy_spec(toy, models={"SASRec": {"model": "sasrec"}})
     one_epoch = toy_spec(toy, models={"SASRec": {"model": "sasrec"}}, seeds=[2], options={**TINY, "epochs": 1})

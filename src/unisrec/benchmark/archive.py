@@ -9,6 +9,9 @@ computed from. The archive copies, for every *finished* cell, only:
 * ``config.json`` (every option the cell was trained with: the stale-cell check reads it),
 * ``training_log.jsonl`` (the validation curve the report plots),
 * ``test_ranks.npy`` (int32 rank of each test user's target: every R@K / N@K and the tests),
+* of a pre-training cell (``model: pretrain``): ``done.json``, ``config.json`` and its loss curve
+  ``training_log.jsonl`` -- not its weights, so a restored campaign must pre-train it again before
+  cells start ``from`` it (they report it missing until then);
 * of a stage of its own (S3-Rec's ``pretrain/``: a sub-folder with a ``training_log.jsonl``), that
   curve and its ``done.json`` (how many epochs the stage ran, and why it ended),
 
@@ -29,10 +32,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from unisrec.benchmark.runner import METRICS_NAME, SUMMARY_NAME
+from unisrec.benchmark.runner import DONE_NAME, METRICS_NAME, SUMMARY_NAME
 from unisrec.errors import UserError
 
-ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, "config.json", "training_log.jsonl", "test_ranks.npy")
+ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, DONE_NAME, "config.json", "training_log.jsonl", "test_ranks.npy")
 STAGE_FILES: tuple[str, ...] = ("training_log.jsonl", "done.json")  # of a cell's stage sub-folder (S3-Rec's pretrain/)
 
 
@@ -130,7 +133,8 @@ def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = No
     unfinished: list[str] = []
     for cell in sorted(set(cells)):
         name = str(cell.relative_to(runs))
-        if not (cell / METRICS_NAME).is_file() or not (cell / "test_ranks.npy").is_file():
+        trained = (cell / METRICS_NAME).is_file() and (cell / "test_ranks.npy").is_file()
+        if not trained and not (cell / DONE_NAME).is_file():
             unfinished.append(name)
             continue
         target = out / cell.relative_to(runs)

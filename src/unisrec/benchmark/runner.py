@@ -7,7 +7,7 @@ API::
 A cell is one `unisrec train NAME` / `unisrec finetune` run through the library
 (:func:`unisrec.training.supervised.train_model`, :func:`unisrec.training.finetune.finetune`):
 
-* finished (``metrics.json`` present) -> skipped, never retrained;
+* finished (``metrics.json``, or a pre-training cell's ``done.json``) -> skipped, never retrained;
 * interrupted (a resume state and no ``metrics.json``) -> resumed exactly where it stopped;
 * being trained by a live process (its folder's writer lock is held: another `benchmark run`, or
   a `unisrec train`) -> ``running``, left alone; never two trainers on one cell;
@@ -43,6 +43,7 @@ from unisrec.errors import UserError
 
 SUMMARY_NAME = "benchmark.json"
 METRICS_NAME = "metrics.json"
+DONE_NAME = "done.json"  # a pre-training cell's end (training.state.DONE_NAME; here without importing torch)
 
 
 @dataclass(frozen=True)
@@ -72,28 +73,45 @@ def unavailable(cell: Cell) -> str | None:
     """Why a cell cannot run (an unregistered model, a missing dataset), or None."""
     from unisrec.models import registry
 
-    if not cell.model.is_finetune and cell.model.model not in registry.names():
+    if not (cell.model.is_finetune or cell.model.is_pretrain) and cell.model.model not in registry.names():
         return (f"model {cell.model.model!r} ({cell.model.label}) is not registered; known: "
                 f"{', '.join(registry.names())} -- skipped")
     if cell.dataset.path is None:
         return f"dataset {cell.dataset.name}: folder {cell.dataset.given!r} not found (beside the spec or under $UNISREC_DATA) -- skipped"
-    if cell.model.pretrained and not Path(cell.model.pretrained).is_dir():
-        return (f"{cell.model.label}: 'from' model directory {cell.model.pretrained!r} not found "
-                "(train or pre-train it first) -- skipped")
+    if cell.model.pretrained and (why := unfinished_model_dir(Path(cell.model.pretrained))):
+        return f"{cell.model.label}: 'from' model directory {cell.model.pretrained!r} {why} -- skipped"
     missing = [s.given for s in cell.model.sources if s.path is None]
     if missing:
         return f"{cell.model.label}: source folder {', '.join(map(repr, missing))} not found (beside the spec or under $UNISREC_DATA) -- skipped"
     return None
 
 
+def unfinished_model_dir(path: Path) -> str | None:
+    """Why ``path`` is not (yet) a model directory to start from, or None: not there, being trained
+    now, or a run that has not finished (a resume state and neither ``metrics.json`` nor a
+    pre-training's ``done.json``): its weights are an intermediate checkpoint."""
+    from unisrec.training.state import read_run_state
+
+    if not (path / "config.json").is_file():
+        return "not found (train or pre-train it first)"
+    if not (path / "model.safetensors").is_file():
+        return "holds no model.safetensors (an archived cell keeps no weights: train it again into a run folder)"
+    if pid := lock_holder(path):
+        return f"is being trained now (pid {pid}); start this cell when it has finished"
+    if cell_state(path) == "interrupted":
+        return "holds a run that has not finished (resume it first)"
+    return None
+
+
 def cell_state(cell_dir: Path) -> str:
-    """``finished`` (metrics.json), ``interrupted`` (a resume state, no metrics.json) or ``new``.
+    """``finished`` (metrics.json, or done.json of a pre-training), ``interrupted`` (a resume state,
+    not finished) or ``new``.
 
     A resume state one folder down counts too: a model with a stage of its own (S3-Rec's
     pre-training, ``OUTPUT/pretrain/``) may have been stopped inside it."""
     from unisrec.training.state import read_run_state
 
-    if (cell_dir / METRICS_NAME).is_file():
+    if (cell_dir / METRICS_NAME).is_file() or (cell_dir / DONE_NAME).is_file():
         return "finished"
     if read_run_state(cell_dir) is not None:
         return "interrupted"
@@ -115,15 +133,19 @@ def progress(cell_dir: Path) -> str:
 
 
 def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epochs: int | None = None) -> tuple[Any, Any]:
-    """(TrainConfig, model config) of a cell: the entry's options, the seed, no progress bar;
-    ``threads`` / ``epochs`` override the spec when given."""
+    """(TrainConfig, model config) of a cell -- (PretrainConfig, UniSRecConfig) of a pre-training
+    cell, checkpointed every epoch unless the spec says otherwise: the entry's options, the seed, no
+    progress bar; ``threads`` / ``epochs`` override the spec when given."""
     from unisrec.config import load_configs
     from unisrec.models import registry
-    from unisrec.training.config import TrainConfig
+    from unisrec.training.config import PretrainConfig, TrainConfig
 
-    config_class = registry.get("unisrec" if model.is_finetune else model.model).config_class
+    config_class = registry.get("unisrec" if model.is_finetune or model.is_pretrain else model.model).config_class
+    run_class = PretrainConfig if model.is_pretrain else TrainConfig
     overrides = {**model.options, "seed": seed, "progress": False}
-    if model.sources:  # resolved like the spec's datasets (unavailable() reports a missing one first)
+    if model.is_pretrain:
+        overrides.setdefault("save_every", 1)  # a campaign is cut between sittings: lose at most one epoch
+    elif model.sources:  # resolved like the spec's datasets (unavailable() reports a missing one first)
         overrides["source"] = [str(s.path or s.given) for s in model.sources]
     if model.pretrained and not model.is_finetune:  # finetune takes it as its own argument (train_cell)
         overrides["init_from"] = model.pretrained
@@ -132,7 +154,7 @@ def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epoch
     if epochs is not None:
         overrides["epochs"] = epochs
     try:
-        return load_configs((TrainConfig, config_class), None, overrides)
+        return load_configs((run_class, config_class), None, overrides)
     except UserError as exc:
         raise UserError(f"model {model.label}: {exc}") from None
 
@@ -153,7 +175,8 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
 
     try:
         stored = json.loads((cell.dir / "config.json").read_text())
-        have = {**_leaves(stored.get("model", {})), **_leaves(stored.get("training", {}))}
+        run = stored.get("training") or stored.get("pretraining", {}).get("config", {})
+        have = {**_leaves(stored.get("model", {})), **_leaves(run)}
     except (OSError, ValueError, AttributeError):
         return []  # no readable config.json: nothing to compare (metrics.json alone marks it finished)
     train, config = cell_configs(cell.model, cell.seed, threads)
@@ -175,6 +198,17 @@ def train_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | 
     epochs = saved.epoch if (finalize and saved is not None) else None
     resume = cell_state(output) == "interrupted"
     train, config = cell_configs(model, seed, threads, epochs)
+    if model.is_pretrain:
+        from dataclasses import replace
+
+        from unisrec.config import option_fields
+        from unisrec.training.pretrain import pretrain
+
+        # as `unisrec pretrain` does: the architecture is the default (sized to the features) unless the spec sets it
+        shaped = any(k in option_fields(type(config)) for k in model.options if k not in ("mode", "temperature"))
+        sources = [str(s.path or s.given) for s in model.sources]
+        return pretrain([dataset_dir, *sources], output, replace(train, resume=resume), config if shaped else None,
+                        show_progress=False)[1]
     if model.is_finetune:
         from unisrec.training.finetune import finetune
 
@@ -247,7 +281,7 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
                "command": cell.model.command(display_dataset(cell.dataset), display_path(cell.dir), cell.seed, shown)}
         records[cell.name] = rec
         if cell.name not in selected:
-            rec["status"] = "skipped" if (cell.dir / METRICS_NAME).is_file() else "not selected"
+            rec["status"] = "skipped" if cell_state(cell.dir) == "finished" else "not selected"
             continue
         why = unavailable(cell)
         if why:
@@ -304,7 +338,7 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
                parallel: int, finalize: bool, say: Callable[[str], None], on_cell_done: Callable[[], Any] = lambda: None) -> None:
     def done(cell: Cell, state: str, error: str | None) -> None:
         rec = records[cell.name]
-        if error is None and (cell.dir / METRICS_NAME).is_file():
+        if error is None and cell_state(cell.dir) == "finished":
             rec["status"] = "resumed" if state == "interrupted" else "finished"
             say(f"{cell.name}: {rec['status']}")
         else:
@@ -358,6 +392,8 @@ def summarise(spec: BenchmarkSpec, grid: list[Cell], records: dict[str, dict[str
         if f.is_file():
             m = json.loads(f.read_text())
             rec = {**rec, **{k: m.get(k) for k in ("test", "valid", "best_epoch", "epochs_run", "stop_reason", "wall_seconds")}}
+        elif (cell.dir / DONE_NAME).is_file():  # a pre-training cell: how it ended
+            rec = {**rec, "pretraining": json.loads((cell.dir / DONE_NAME).read_text())}
         out.append(rec)
     finished = sum(1 for r in out if r.get("test") is not None)
     return {"spec": spec.to_dict(), "finished": finished, "cells": out}

@@ -11,8 +11,11 @@
       SASRec: {model: sasrec}           # a registered model name (`unisrec train NAME`)
       UniSRec_t: {model: finetune, mode: inductive}        # `unisrec finetune`
       UniSRec_t (pre-trained): {model: finetune, mode: inductive, from: ckpt/pre}
+      UniSRec-PT: {model: pretrain, source: [scientific], epochs: 8}     # `unisrec pretrain`
 
-A model entry's keys: ``model`` (a registered name, or ``finetune``), ``from`` (the model directory
+A model entry's keys: ``model`` (a registered name, ``finetune``, or ``pretrain``: a `unisrec
+pretrain` checkpoint of the cell's dataset plus its ``source`` datasets, which other specs name in
+``from``; it is finished when its ``done.json`` is written), ``from`` (the model directory
 to start from: a `unisrec pretrain` checkpoint for ``finetune`` (``--from``), else a model trained
 on another domain, e.g. a source-trained ZESRec (``--init-from``); relative to the spec's folder when
 found there, else to the current folder), ``unfreeze_all`` (finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``, or ``control``: a diagnostic
@@ -38,6 +41,7 @@ from unisrec.benchmark import paper
 from unisrec.errors import UserError
 
 FINETUNE = "finetune"
+PRETRAIN = "pretrain"
 ROLES = ("ours", "baseline", "control")
 ENTRY_KEYS = ("model", "from", "unfreeze_all", "role", "paper", "options")
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+()-]*( [A-Za-z0-9_.+()-]+)*$")
@@ -69,19 +73,29 @@ class ModelEntry:
         return self.model == FINETUNE
 
     @property
+    def is_pretrain(self) -> bool:
+        return self.model == PRETRAIN
+
+    @property
     def folder(self) -> str:
         """The cell folder name of this model (its label, spaces as ``_``)."""
         return self.label.replace(" ", "_")
 
     def command(self, dataset: str, output: str, seed: int, extra: dict[str, Any] | None = None) -> str:
         """The `unisrec` command line that trains this cell (for results pages)."""
-        words = ["unisrec", "finetune", dataset] if self.is_finetune else ["unisrec", "train", self.model, dataset]
+        extra = dict(extra or {})
+        if self.is_pretrain:  # the source domains are more datasets to pre-train on
+            words = ["unisrec", "pretrain", dataset, *map(str, extra.pop("source", []))]
+        elif self.is_finetune:
+            words = ["unisrec", "finetune", dataset]
+        else:
+            words = ["unisrec", "train", self.model, dataset]
         words += ["--output", output]
         if self.pretrained:
             words += ["--from" if self.is_finetune else "--init-from", self.pretrained]
         if self.unfreeze_all:
             words.append("--unfreeze-all")
-        for k, v in {**self.options, "seed": seed, **(extra or {})}.items():
+        for k, v in {**self.options, "seed": seed, **extra}.items():
             if k == "source":  # a repeatable flag: --source A --source B
                 words += [w for path in v for w in ("--source", str(path))]
                 continue
@@ -114,6 +128,8 @@ class BenchmarkSpec:
 def default_paper_model(model: str, options: dict[str, Any]) -> str | None:
     """The paper's column for a model entry: its registered name if the paper has it, a finetune's
     mode (inductive -> ``unisrec_t``, transductive -> ``unisrec_t_id``)."""
+    if model == PRETRAIN:
+        return None
     if model == FINETUNE:
         return paper.MODE_MODELS.get(str(options.get("mode", "inductive")))
     return model if model in paper.MODELS else None
@@ -156,7 +172,7 @@ def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]
     if not all(isinstance(g, str) and g for g in given):
         raise UserError(f"{where}.source: a dataset folder or a list of them")
     sources = tuple(DatasetEntry(g, resolve_dataset(g, base), g, paper.paper_dataset(g)) for g in given)
-    role = raw.get("role", "ours" if model in (FINETUNE, "unisrec") else "baseline")
+    role = raw.get("role", "ours" if model in (FINETUNE, PRETRAIN, "unisrec") else "baseline")
     if role not in ROLES:
         raise UserError(f"{where}.role must be ours, baseline or control, got {role!r}")
     # a control is a variant the paper never ran: no paper number beside it unless the spec names one

@@ -92,6 +92,8 @@ class PretrainConfig:
     all_positions: bool = field(default=False, metadata={"help": "also train on each user's last two items"})
     time_limit_minutes: float = field(default=0.0, metadata={"help": "stop (and checkpoint) after this much training time (0 = none)"})
     init_from: str | None = field(default=None, metadata={"help": "start from this pre-trained checkpoint's weights (fresh optimizer)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
         self.validate()

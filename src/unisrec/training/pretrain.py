@@ -23,6 +23,9 @@ Output directory (``--output``)::
     config.json, model.safetensors   UniSRec.save_pretrained: what `unisrec finetune --from` reads
     training_log.jsonl               one line per epoch: losses, seconds, sequences/s
     resume/                          the exact resume state (``training.state``)
+    done.json                        written when the run ends (its epochs, steps or time cap):
+                                     why it stopped, epochs and steps done, the last loss; a
+                                     checkpoint without it is still training or was cut off
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unisrec.data.dataset import write_json
 from unisrec.data.multidomain import MultiDomainCorpus
 from unisrec.errors import UserError
 from unisrec.models.encoder import length_buckets
@@ -58,7 +62,7 @@ from unisrec.training.losses import (
     sequence_item_contrastive_loss,
     sequence_sequence_contrastive_loss,
 )
-from unisrec.training.state import RunState, holds_output_lock, read_run_state, restore_run_state
+from unisrec.training.state import DONE_NAME, RunState, holds_output_lock, read_run_state, restore_run_state
 
 
 def unique_items(items: torch.Tensor, table_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +251,7 @@ def pretrain(
     cfg.validate()
     ctx = init_distributed(cfg.device)
     try:
-        return _pretrain(ctx, [Path(p) for p in dataset_dirs], Path(output), cfg, model_config, show_progress)
+        return _pretrain(ctx, [Path(p) for p in dataset_dirs], Path(output), cfg, model_config, show_progress and cfg.progress)
     finally:
         shutdown_distributed(ctx)
 
@@ -259,6 +263,10 @@ def _pretrain(ctx: DistContext, dirs: list[Path], output: Path, cfg: PretrainCon
         raise UserError(f"--batch-size {cfg.batch_size} is not a multiple of the {ctx.world_size} processes")
     if cfg.resume and read_run_state(output) is None:
         raise UserError(f"--resume: {output} has no resume state; it holds no pre-training checkpoint to continue")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cfg.resume and ctx.is_main:
+        (output / DONE_NAME).unlink(missing_ok=True)  # it goes on: an earlier sitting's end no longer holds
     corpus = MultiDomainCorpus.from_dirs(dirs, feature_name=cfg.features, max_history=cfg.max_history, all_positions=cfg.all_positions)
     model = build_model(cfg, corpus, output, model_config).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -286,7 +294,11 @@ def _pretrain(ctx: DistContext, dirs: list[Path], output: Path, cfg: PretrainCon
             f"{len(sampler)} steps/epoch of {cfg.batch_size} on {ctx.world_size} x {ctx.device}")
     first = run.global_step
     settings = LoopSettings(cfg.epochs, cfg.max_steps, cfg.time_limit_minutes, "step", cfg.save_every)
-    train_loop(task, model, opt, run, settings, ctx, log, output)
+    reason, _ = train_loop(task, model, opt, run, settings, ctx, log, output)
     epochs = [r for r in log.records() if r["step"] > first] if ctx.is_main else []
     last = epochs[-1]["loss"] if epochs else float("nan")
+    if ctx.is_main:
+        write_json(output / DONE_NAME, {"stop_reason": reason, "epochs_done": run.epoch + run.step_in_epoch / len(sampler),
+                                        "global_step": run.global_step, "last_epoch_loss": last,
+                                        "training_seconds": round(run.elapsed, 1)})
     return model, {"global_step": run.global_step, "epochs": epochs, "last_loss": task.last_loss, "epoch_loss": last, "output": str(output)}

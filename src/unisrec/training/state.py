@@ -147,6 +147,7 @@ def restore_rng(ctx: DistContext, states: torch.Tensor) -> None:
         torch.cuda.set_rng_state(mine[n_cpu:].clone(), ctx.device)
 
 
+DONE_NAME = "done.json"  # a finished stage / pre-training run: how it ended (absent = still training or cut off)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

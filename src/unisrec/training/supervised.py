@@ -38,8 +38,8 @@ from unisrec.training.config import TrainConfig
 from unisrec.training.distributed import DistContext, resolve_device
 from unisrec.training.log import RunLog
 from unisrec.training.loop import LoopSettings, peak_rss_mb, train_loop
-from unisrec.training.state import (RunState, EarlyStopping, holds_output_lock, read_run_state, restore_run_state,
-                                    seed_everything)
+from unisrec.training.state import (DONE_NAME, EarlyStopping, RunState, holds_output_lock, read_run_state,
+                                    restore_run_state, seed_everything)
 
 
 @dataclass
@@ -281,7 +281,7 @@ def run_pretraining_stage(model: Any, dataset: Any, config: TrainConfig, output:
     ctx = DistContext(device=resolve_device(config.device))
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    done = output / "done.json"
+    done = output / DONE_NAME
     if done.is_file():
         if not resume:
             raise UserError(f"{output.parent} holds a run ({output}); pass --resume or choose a new --output")
