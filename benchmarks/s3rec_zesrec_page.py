@@ -11,14 +11,20 @@ Reads the benchmark archives (``unisrec benchmark archive``; nothing is trained 
 
 ``--source-model DIR`` (the source cell's model directory, in ``runs/``) also evaluates it
 zero-shot on ``--dataset``'s test users by item text alone, and popularity beside it; without it,
-the zero-shot numbers of the previous page (its JSON) are kept. ``--s3rec-stage DIR`` (an S3-Rec
-cell's ``pretrain/`` folder, in ``runs/``, whose resume state holds the pre-training heads) measures
-segment prediction's scores and the collapse of the encoder's outputs before and after pre-training
-(:func:`s3rec_diagnostics`); without it, the previous page's measurement is kept. Writes ``OUT.md``, ``OUT.json``
+the zero-shot numbers of the previous page (its JSON) are kept. ``--s3rec-stage [LABEL=]DIR``
+(repeatable: an S3-Rec run's ``pretrain/`` folder, in ``runs/``, whose resume state holds the
+pre-training heads) measures segment prediction's scores and the collapse of the encoder's outputs
+before pre-training and after each stage given (:func:`s3rec_diagnostics`), e.g. the campaign's
+cell beside short probes with an objective switched off; without it, the previous page's
+measurement is kept. Writes ``OUT.md``, ``OUT.json``
 and ``OUT.png`` (S3-Rec's pre-training losses; validation NDCG@10 of the ZESRec cells and SASRec).
 
     python benchmarks/s3rec_zesrec_page.py --source-model runs/zesrec_source/games/ZESRec/seed2020 \\
-        --dataset $UNISREC_DATA/scientific --s3rec-stage runs/table3_scientific/scientific/S3-Rec/seed2020/pretrain
+        --dataset $UNISREC_DATA/scientific --s3rec-stage runs/table3_scientific/scientific/S3-Rec/seed2020/pretrain \\
+        --s3rec-stage "probe: no AAP=runs/s3rec_probe/noaap/pretrain"
+
+    (a probe: unisrec train s3rec $UNISREC_DATA/scientific --output runs/s3rec_probe/noaap
+     --pretrain-epochs 1 --epochs 1 --seed 2020 --aap-weight 0)
 """
 
 from __future__ import annotations
@@ -94,9 +100,10 @@ def untrained(dataset: str, seed: int = 2020) -> dict:
         return {"seed": seed, "test": evaluate_model(model, ds, "test", (10, 50), 1024, "cpu")}
 
 
-def s3rec_diagnostics(stage_dir: str, dataset: str, seed: int, n: int = 512) -> dict:
+def s3rec_diagnostics(stages: list[tuple[str, str]], dataset: str, seed: int, n: int = 512) -> dict:
     """What S3-Rec's pre-training leaves, on ``n`` training histories of ``dataset``, before it (the
-    cell's seeded initialisation) and after it (the stage's last resume state, heads included):
+    cell's seeded initialisation) and after each of ``stages`` ((label, ``pretrain/`` folder): its
+    last resume state, heads included):
 
     * SP's pair scores ``s^T W_SP s~`` (quantiles) for the masked history against its own segment
       and against another history's segment, their sigmoids, the SP loss and the median sigmoid
@@ -115,9 +122,10 @@ def s3rec_diagnostics(stage_dir: str, dataset: str, seed: int, n: int = 512) -> 
     from unisrec.training.state import current_generation
     from unisrec.training.supervised import build_model
 
-    gen = current_generation(Path(stage_dir))
-    if gen is None:
-        raise SystemExit(f"--s3rec-stage {stage_dir}: no resume state (the pre-training heads are kept only there)")
+    generations = [(label, stage, current_generation(Path(stage))) for label, stage in stages]
+    for label, stage, gen in generations:
+        if gen is None:
+            raise SystemExit(f"--s3rec-stage {stage}: no resume state (the pre-training heads are kept only there)")
     train, config = cell_configs(ModelEntry("S3-Rec", "s3rec"), seed, threads=1)
     model, ds, _, _, _ = build_model(registry.get("s3rec"), dataset, train, config)
     task = S3RecPretrainTask(model, ds, train, torch.device("cpu"))
@@ -153,10 +161,13 @@ def s3rec_diagnostics(stage_dir: str, dataset: str, seed: int, n: int = 512) -> 
                 "own_above_other": round(float((own > other).float().mean()), 4),
                 "causal_output_mean_cosine": round(float(off_diagonal), 4)}
 
-    before = measure()
-    task.module.load_state_dict(load_file(str(gen / "model.safetensors")))
-    return {"stage": benchlib.display_path(stage_dir), "seed": seed, "histories": len(lens),
-            "before_pretraining": before, "after_pretraining": measure()}
+    out = {"seed": seed, "histories": len(lens), "before_pretraining": measure(), "stages": []}
+    for label, stage, gen in generations:
+        task.module.load_state_dict(load_file(str(gen / "model.safetensors")))
+        done = json.loads((Path(stage) / "done.json").read_text()) if (Path(stage) / "done.json").is_file() else {}
+        out["stages"].append({"label": label, "stage": benchlib.display_path(stage), "epochs": done.get("epochs_run"),
+                              "after": measure()})
+    return out
 
 
 def mean_of(cells: dict[int, dict], metric: str) -> tuple[float, float | None, int]:
@@ -212,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="scientific", help="the target dataset's name in the archive")
     ap.add_argument("--source-model", help="the source-trained ZESRec model directory: evaluate it zero-shot")
     ap.add_argument("--dataset", help="the target dataset folder (with --source-model)")
-    ap.add_argument("--s3rec-stage", help="an S3-Rec cell's pretrain/ folder (with its resume state): measure SP and the output collapse")
+    ap.add_argument("--s3rec-stage", action="append", metavar="[LABEL=]DIR",
+                    help="an S3-Rec run's pretrain/ folder (with its resume state): measure SP and the output collapse (repeatable)")
     ap.add_argument("--s3rec-seed", type=int, default=2020, help="the seed of that cell (its initialisation is the 'before')")
     ap.add_argument("--out", default="results/table3/s3rec_zesrec")
     args = ap.parse_args(argv)
@@ -231,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.s3rec_stage:
         if not args.dataset:
             ap.error("--s3rec-stage needs --dataset (the target dataset folder)")
-        diagnostics = s3rec_diagnostics(os.path.expandvars(args.s3rec_stage), os.path.expandvars(args.dataset), args.s3rec_seed)
+        stages = [(g.split("=", 1) if "=" in g else ("after pre-training", g)) for g in args.s3rec_stage]
+        diagnostics = s3rec_diagnostics([(label, os.path.expandvars(d)) for label, d in stages], os.path.expandvars(args.dataset),
+                                        args.s3rec_seed)
     else:
         diagnostics = previous.get("s3rec_diagnostics")
     paper = {m: benchlib.paper_row(args.target, m) for m in ("s3rec", "zesrec", "sasrec")}
@@ -295,26 +309,36 @@ def main(argv: list[str] | None = None) -> int:
     if not cells.get("S3-Rec"):
         lines += ["Not run yet.", ""]
     if diagnostics:
-        b, a = diagnostics["before_pretraining"], diagnostics["after_pretraining"]
-        lines += [f"What the pre-training leaves (seed {diagnostics['seed']}, {diagnostics['histories']} training histories, "
-                  f"`{diagnostics['stage']}`; quantiles 5% / 50% / 95%):", "",
-                  "| | before pre-training | after |", "|---|---|---|"]
+        before, stages = diagnostics["before_pretraining"], diagnostics["stages"]
+        columns = [before] + [st["after"] for st in stages]
+        lines += [f"What the pre-training leaves (seed {diagnostics['seed']}, {diagnostics['histories']} training histories; "
+                  "quantiles 5% / 50% / 95%). Columns: before pre-training, then after each stage measured "
+                  "(" + "; ".join(f"{st['label']}: `{st['stage']}`, {st['epochs']} epoch(s)" for st in stages) + "):", "",
+                  "| | before pre-training | " + " | ".join(st["label"] for st in stages) + " |",
+                  "|---|---|" + "---|" * len(stages)]
         for key, name in (("sp_score_own_segment", "SP score s^T W s~, own segment"),
                           ("sp_score_other_segment", "SP score, another history's segment"),
                           ("sigmoid_own", "sigmoid, own segment"), ("sigmoid_other", "sigmoid, other segment")):
-            lines.append(f"| {name} | " + " | ".join(" / ".join(f"{v:.4g}" for v in d[key]) for d in (b, a)) + " |")
+            lines.append(f"| {name} | " + " | ".join(" / ".join(f"{v:.4g}" for v in d[key]) for d in columns) + " |")
         for key, name in (("sp_loss", "SP loss (ln 2 = 0.6931 at chance)"), ("own_above_other", "share with own > other"),
                           ("sp_gradient_factor_median", "median sigmoid slope (every SP gradient's factor)"),
                           ("causal_output_mean_cosine", "mean pairwise cosine of the causal last-position outputs")):
-            lines.append(f"| {name} | {b[key]:.4g} | {a[key]:.4g} |")
-        collapsed = a["causal_output_mean_cosine"] > 0.9
-        lines += ["", "SP scores each pair through a sigmoid and then takes -log sigmoid(sigmoid(own) - sigmoid(other)) "
-                  "(the release's form). " + ("After pre-training both scores sit in the sigmoid's flat tail, so the loss is "
-                  "ln 2 with no gradient: SP stopped learning, it did not converge. " if a["sp_gradient_factor_median"] < 1e-6 else "")
-                  + (f"The encoder maps every history to nearly one direction (mean cosine {a['causal_output_mean_cosine']:.3f} "
-                     f"vs {b['causal_output_mean_cosine']:.3f} at initialisation): fine-tuning starts from one ranking "
-                     "for every user, consistent with the popularity-level plateau of its first epochs."
-                     if collapsed else ""), ""]
+            lines.append(f"| {name} | " + " | ".join(f"{d[key]:.4g}" for d in columns) + " |")
+        saturated = [st["label"] for st in stages if st["after"]["sp_gradient_factor_median"] < 1e-6]
+        collapsed = [st["label"] for st in stages if st["after"]["causal_output_mean_cosine"] > 0.9]
+        spread = [st["label"] for st in stages if st["after"]["causal_output_mean_cosine"] <= 0.9]
+        text = ("SP scores each pair through a sigmoid and then takes -log sigmoid(sigmoid(own) - sigmoid(other)) "
+                "(the release's form).")
+        if saturated:
+            text += (f" After {'; '.join(saturated)} both scores sit in the sigmoid's flat tails, so the loss is ln 2 "
+                     "with no gradient: SP stopped learning, it did not converge.")
+        if collapsed:
+            text += (f" After {'; '.join(collapsed)} the encoder maps every history to nearly one direction (mean cosine "
+                     f"> 0.9, {before['causal_output_mean_cosine']:.3f} at initialisation): fine-tuning starts from one "
+                     "ranking for every user, consistent with the popularity-level plateau of its first epochs.")
+        if collapsed and spread:
+            text += f" After {'; '.join(spread)} it does not: the objectives switched off there are what collapses it."
+        lines += ["", text, ""]
 
     lines += ["## ZESRec: source stage, zero-shot, fine-tuned, and trained on the target alone", ""]
     if source:
