@@ -17,10 +17,10 @@ A cell is one `unisrec train NAME` / `unisrec finetune` run through the library
 Cells run one at a time (``parallel`` > 1 runs that many at once, for a GPU), each in its own
 subprocess (``python -m unisrec.benchmark.runner``) so a crash or an out-of-memory kill ends one
 cell, not the campaign; its output goes to ``RUNS/DATASET/MODEL/seedN.log``. A worker stops when
-its `benchmark run` dies (killed, or its terminal closed), so no cell trains on unwatched. Order: per dataset,
-seed by seed, every model at a seed before the next seed, so a campaign cut short still holds
-complete comparisons. ``RUNS/benchmark.json`` records the spec and every cell (status, command,
-test metrics); `unisrec benchmark report RUNS` turns the tree into the paper's table.
+its `benchmark run` dies (killed, or its terminal closed), so no cell trains on unwatched. Order:
+per dataset, seed by seed, every model at a seed before the next seed, so a campaign cut short
+still holds complete comparisons. ``RUNS/benchmark.json`` records the spec and every cell (status,
+command, test metrics); `unisrec benchmark report RUNS` turns the tree into the paper's table.
 """
 
 from __future__ import annotations
@@ -90,8 +90,6 @@ def unfinished_model_dir(path: Path) -> str | None:
     """Why ``path`` is not (yet) a model directory to start from, or None: not there, being trained
     now, or a run that has not finished (a resume state and neither ``metrics.json`` nor a
     pre-training's ``done.json``): its weights are an intermediate checkpoint."""
-    from unisrec.training.state import read_run_state
-
     if not (path / "config.json").is_file():
         return "not found (train or pre-train it first)"
     if not (path / "model.safetensors").is_file():
