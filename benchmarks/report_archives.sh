@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate the pages that are reported from committed campaign archives (no training):
+# Regenerate the pages that are reported from committed campaign archives (no training; the long-tail
+# page also reads the prepared Scientific dataset under $UNISREC_DATA):
 #   bash benchmarks/report_archives.sh
 # Each archive is filled by `unisrec benchmark run GRID.yaml --runs runs/NAME --threads 1 --archive ARCHIVE`:
 #   configs/benchmarks/table3_scientific.yaml   -> results/table3/cells_scientific
@@ -13,3 +14,5 @@ UNISREC="${UNISREC:-unisrec}"
 "$UNISREC" benchmark report results/every_position/cells_fast_path_scientific --out results/every_position/fast_path_scientific \
   --title "The fast path on Scientific: every-position batching, 512 targets per step" \
   --note "CPU, 1 torch thread per run, two runs sharing the 2-core machine; every run early-stopped on valid NDCG@10 (patience 10). The fast path's bar (issue 14): within 3% of the paper's batching (last-item, 2,048 per step) at convergence, whose 3-seed means are in results/table3/table3.md: SASRec 0.1057 / 0.0546, UniSRec_t+ID (scratch) 0.1180 / 0.0588 (R@10 / N@10). Reported from the archive results/every_position/cells_fast_path_scientific."
+PYTHON="${PYTHON:-python}"
+"$PYTHON" benchmarks/longtail_page.py --dataset '$UNISREC_DATA/scientific'  # needs the dataset ($UNISREC_DATA)
