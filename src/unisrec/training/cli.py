@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction, full: bool = True) -> None:
     else:
         add_config_arguments(p, PretrainConfig, skip=("resume",))
     p.add_argument("--resume", action="store_true", default=None, help="continue from CKPT_DIR's last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="the same as --progress false")
     p.set_defaults(func=_pretrain)
 
 
