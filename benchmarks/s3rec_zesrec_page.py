@@ -170,6 +170,12 @@ def s3rec_diagnostics(stages: list[tuple[str, str]], dataset: str, seed: int, n:
     return out
 
 
+def plateau_epochs(curve: list[float], factor: float = 1.25) -> int:
+    """How many epochs a fine-tuning curve stays at its first epoch's level (none above ``factor`` x it)."""
+    above = [i for i, v in enumerate(curve) if v > factor * curve[0]]
+    return above[0] if above else len(curve)
+
+
 def mean_of(cells: dict[int, dict], metric: str) -> tuple[float, float | None, int]:
     values = [c["metrics"]["test"][metric] for c in cells.values()]
     mean, std = benchlib.mean_std(values)
@@ -290,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                                 for s, c in seeds.items()}
 
     lines += ["## S3-Rec: the pre-training stage", ""]
+    data_plateau: dict[int, int] = {}
     for seed, c in sorted(cells.get("S3-Rec", {}).items()):
         asked = c["config"].get("model", {}).get("pretrain_epochs")
         ran = len(c["stage_log"])
@@ -301,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"({c['metrics'].get('stop_reason')}).")
         curve = ", ".join(f"{r['valid']['ndcg@10']:.4f}" for r in c["log"])
         lines.append(f"Its fine-tuning validation NDCG@10 per epoch: {curve}.")
+        flat = plateau_epochs([r["valid"]["ndcg@10"] for r in c["log"]])
+        data_plateau[seed] = flat
+        lines.append(f"Epochs before fine-tuning leaves its first epoch's level (valid NDCG@10 > 1.25x epoch 1's): {flat}"
+                     + (" -- it never did: the run ended at that level." if flat == len(c["log"]) else "."))
         lines += ["", "| epoch | loss | " + " | ".join(o.upper() for o in OBJECTIVES) + " | s |", "|---|---|" + "---|" * 5]
         for r in c["stage_log"]:
             lines.append(f"| {r['epoch']} | {r['loss']:.3f} | " + " | ".join(f"{r[o]:.4f}" for o in OBJECTIVES)
@@ -363,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if plot(cells, out.with_suffix(".png")):
         data["plot"] = out.with_suffix(".png").name
     lines.append(f"Regenerate: `{benchlib.reproduce_command(__file__, sys.argv[1:] if argv is None else argv)}`")
+    data["s3rec_plateau_epochs"] = {str(k): v for k, v in data_plateau.items()}
     benchlib.write_result(out, data, lines)
     print(f"wrote {out}.md, {out}.json")
     return 0
