@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from unisrec.benchmark import paper
-from unisrec.benchmark.runner import METRICS_NAME, SUMMARY_NAME, display_path
+from unisrec.benchmark.runner import DONE_NAME, METRICS_NAME, SUMMARY_NAME, display_path
 from unisrec.benchmark.significance import compare, seed_averaged
 from unisrec.errors import UserError
 
@@ -87,7 +87,9 @@ def collect(runs: str | os.PathLike) -> dict[str, Any]:
             for seed, cell in seeds:
                 metrics = json.loads((cell / METRICS_NAME).read_text()) if (cell / METRICS_NAME).is_file() else None
                 ranks = cell / "test_ranks.npy"
+                done = cell / DONE_NAME  # a pre-training cell (model: pretrain) has no test metrics, only how it ended
                 runs_of_model.append({
+                    "pretraining": json.loads(done.read_text()) if metrics is None and done.is_file() else None,
                     "seed": seed, "dir": str(cell.relative_to(runs)), "metrics": metrics,
                     "test_ranks": str(ranks) if ranks.is_file() and metrics is not None else None,
                     "log": str(cell / "training_log.jsonl") if (cell / "training_log.jsonl").is_file() else None,
@@ -187,8 +189,10 @@ def analyse_dataset(name: str, data: dict[str, Any], alpha: float = ALPHA) -> di
     for m in models.values():
         m.pop("ranks")
     users = {len(v) for v in (np.load(r["test_ranks"]) for m in data["models"].values() for r in m["runs"] if r["test_ranks"])}
+    checkpoints = [{"model": label, "seed": r["seed"], "dir": r["dir"], "command": r["command"], **r["pretraining"]}
+                   for label, m in data["models"].items() for r in m["runs"] if r.get("pretraining")]
     return {"paper_dataset": data["paper"], "models": models, "rows": rows, "tests": tests,
-            "test_users": sorted(users)}
+            "test_users": sorted(users), "checkpoints": checkpoints}
 
 
 def build_report(runs: str | os.PathLike, alpha: float = ALPHA) -> dict[str, Any]:
@@ -218,8 +222,17 @@ def _fmt_p(p: float | None) -> str:
 def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list[str]:
     models = list(d["models"])
     lines = [f"## {name}", ""]
+    if d.get("checkpoints"):
+        lines += ["Pre-training checkpoints (`model: pretrain` cells; a fine-tuning spec names them in `from:`):", "",
+                  "| checkpoint | seed | epochs done | steps | stop reason | last epoch's loss | training s | folder |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in d["checkpoints"]:
+            lines.append(f"| {c['model']} | {c['seed']} | {c.get('epochs_done', float('nan')):.2f} | {c.get('global_step')} | "
+                         f"{c.get('stop_reason')} | {c.get('last_epoch_loss', float('nan')):.4f} | "
+                         f"{c.get('training_seconds', float('nan')):.0f} | `{c['dir']}` |")
+        lines.append("")
     if not models:
-        return lines + ["No finished runs.", ""]
+        return lines + ([] if d.get("checkpoints") else ["No finished runs.", ""])
     seeds = ", ".join(f"{m} {len(d['models'][m]['seeds'])}" for m in models)
     with_paper = [m for m in models if any(v is not None for v in d["models"][m]["paper"].values())]
     header = ["Metric"]
