@@ -259,6 +259,20 @@ def test_a_pretrain_cell_is_resumed_archived_and_only_finished_is_a_from_for_fin
     assert re.search(r"\| PT \| 1 \| 2\.00 \| \d+ \| max_epochs \| \d+\.\d{4} \|", page) and "No finished runs" not in page
 
 
+def test_output_into_a_closed_pipe_ends_quietly(toy, tmp_path):
+    """`unisrec benchmark run ... --dry-run | head -1`: no traceback when the reader has gone."""
+    import yaml
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {"toy": str(toy)}, "seeds": [1, 2, 3], "models": {"SASRec": {"model": "sasrec"}}}))
+    read, write = os.pipe()
+    os.close(read)  # every write now fails with EPIPE
+    proc = subprocess.run([sys.executable, "-m", "unisrec", "benchmark", "run", str(path), "--runs", str(tmp_path / "r"), "--dry-run"],
+                          stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_finalize_tests_interrupted_cells_where_they_stopped(toy, tmp_path):
     spec = toy_spec(toy, models={"SASRec": {"model": "sasrec"}})
     one_epoch = toy_spec(toy, models={"SASRec": {"model": "sasrec"}}, seeds=[2], options={**TINY, "epochs": 1})
