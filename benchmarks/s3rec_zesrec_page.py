@@ -118,7 +118,7 @@ def s3rec_diagnostics(stages: list[tuple[str, str]], dataset: str, seed: int, n:
     from unisrec.benchmark.runner import cell_configs
     from unisrec.benchmark.spec import ModelEntry
     from unisrec.models import registry
-    from unisrec.models.s3rec import S3RecPretrainTask, make_pretrain_batch
+    from unisrec.models.s3rec import S3RecPretrainTask, make_pretrain_batch, segment_prediction_scores
     from unisrec.training.state import current_generation
     from unisrec.training.supervised import build_model
 
@@ -143,14 +143,8 @@ def s3rec_diagnostics(stages: list[tuple[str, str]], dataset: str, seed: int, n:
         task.module.eval()
         table = torch.cat([model.item_embedding.weight, task.heads.mask_embedding])
 
-        def summary(seqs: np.ndarray) -> torch.Tensor:  # bidirectional output at the last real item, in row order
-            out = torch.empty(len(lens), model.config.encoder.hidden_size)
-            for g, states in task.encode(seqs, lens, table):
-                out[torch.from_numpy(g)] = states[torch.arange(len(g)), torch.from_numpy(lens[g] - 1)]
-            return out
-
-        context = task.heads.sp(summary(batch.seg_context))
-        own, other = (context * summary(batch.seg_positive)).sum(-1), (context * summary(batch.seg_negative)).sum(-1)
+        own, other = segment_prediction_scores(*(task.last_states(s, lens, table) for s in
+                                                 (batch.seg_context, batch.seg_positive, batch.seg_negative)), task.heads.sp)
         causal = F.normalize(model.sequence_representation(torch.from_numpy(hist), torch.from_numpy(lens)), dim=-1)
         cos = causal @ causal.T
         off_diagonal = (cos.sum() - cos.diagonal().sum()) / (len(lens) * (len(lens) - 1))

@@ -199,14 +199,11 @@ def train_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | 
     if model.is_pretrain:
         from dataclasses import replace
 
-        from unisrec.config import option_fields
-        from unisrec.training.pretrain import pretrain
+        from unisrec.training.pretrain import pretrain, sets_architecture
 
-        # as `unisrec pretrain` does: the architecture is the default (sized to the features) unless the spec sets it
-        shaped = any(k in option_fields(type(config)) for k in model.options if k not in ("mode", "temperature"))
         sources = [str(s.path or s.given) for s in model.sources]
-        return pretrain([dataset_dir, *sources], output, replace(train, resume=resume), config if shaped else None,
-                        show_progress=False)[1]
+        return pretrain([dataset_dir, *sources], output, replace(train, resume=resume),
+                        config if sets_architecture(model.options) else None, show_progress=False)[1]
     if model.is_finetune:
         from unisrec.training.finetune import finetune
 

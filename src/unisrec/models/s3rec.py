@@ -135,6 +135,14 @@ def masked_attribute_prediction_loss(states: torch.Tensor, attributes: torch.Ten
     return _binary_cross_entropy_one_positive(head(states) @ attributes.T, items - 1)
 
 
+def segment_prediction_scores(context: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                              head: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """SP's pair scores s^T W_SP s~ (before the sigmoid) of each sequence with its own segment and
+    with another sequence's segment (see :func:`segment_prediction_loss`)."""
+    c = head(context)
+    return (c * positive).sum(-1), (c * negative).sum(-1)
+
+
 def segment_prediction_loss(context: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
                             head: nn.Module) -> torch.Tensor:
     """SP, S3-Rec Sec. 3.3 "Modeling Sequence-Segment Correlation": f_SP(s, s~) = sigma(s^T W_SP s~),
@@ -145,10 +153,8 @@ def segment_prediction_loss(context: torch.Tensor, positive: torch.Tensor, negat
     Kept as the release has it, though the inner sigmoid saturates: on Scientific both scores reach
     ~57 within the first pre-training epoch, sigma' ~ 1e-25, so SP sits at ln 2 with no gradient
     (measured in results/table3/s3rec_zesrec.md)."""
-    c = head(context)
-    pos = torch.sigmoid((c * positive).sum(-1))
-    neg = torch.sigmoid((c * negative).sum(-1))
-    return F.softplus(-(pos - neg)).sum()
+    own, other = segment_prediction_scores(context, positive, negative, head)
+    return F.softplus(-(torch.sigmoid(own) - torch.sigmoid(other))).sum()
 
 
 # ----------------------------------------------------------------------------- the model
@@ -321,16 +327,18 @@ class S3RecPretrainTask:
         mip = masked_item_prediction_loss(cat["m"], table[cat["m_items"]], table[cat["m_neg"]], self.heads.mip)
         map_ = masked_attribute_prediction_loss(cat["m"], attributes, cat["m_items"], self.heads.map)
 
-        def summary(seqs: np.ndarray) -> torch.Tensor:
-            """Each sequence's output at its last real item (rows in length-group order, the same for all three)."""
-            parts = []
-            for g, out in self.encode(seqs, lens, table):
-                last = torch.from_numpy(lens[g] - 1).to(dev)
-                parts.append(out[torch.arange(len(g), device=dev), last])
-            return torch.cat(parts)
-
-        sp = segment_prediction_loss(summary(batch.seg_context), summary(batch.seg_positive), summary(batch.seg_negative), self.heads.sp)
+        sp = segment_prediction_loss(*(self.last_states(s, lens, table) for s in
+                                       (batch.seg_context, batch.seg_positive, batch.seg_negative)), self.heads.sp)
         return {"aap": aap, "mip": mip, "map": map_, "sp": sp}
+
+    def last_states(self, seqs: np.ndarray, lens: np.ndarray, table: torch.Tensor) -> torch.Tensor:
+        """(B, d): each history's bidirectional output at its last real item, in length-group order
+        (the same order for every ``seqs`` of the same ``lens``)."""
+        parts = []
+        for g, out in self.encode(seqs, lens, table):
+            last = torch.from_numpy(lens[g] - 1).to(self.device)
+            parts.append(out[torch.arange(len(g), device=self.device), last])
+        return torch.cat(parts)
 
     def validate(self) -> None:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from unisrec.config import add_config_arguments, configs_from_args, option_fields
+from unisrec.config import add_config_arguments, configs_from_args
 
 PRETRAIN_EPILOG = """\
 examples:
@@ -96,9 +96,9 @@ def _train(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     from unisrec.models.unisrec import UniSRecConfig
     from unisrec.training.config import PretrainConfig
-    from unisrec.training.pretrain import pretrain
+    from unisrec.training.pretrain import pretrain, sets_architecture
 
     config, model = configs_from_args((PretrainConfig, UniSRecConfig), args)  # --temperature sets both
-    given = any(getattr(args, n, None) is not None for n in option_fields(UniSRecConfig) if n not in ("mode", "temperature"))
+    given = sets_architecture(name for name, value in vars(args).items() if value is not None)
     pretrain(args.datasets, args.output, config, model if given else None, show_progress=not args.no_progress)
     return 0

@@ -35,7 +35,7 @@ import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -233,6 +233,16 @@ def wrap_for_processes(model: UniSRec, cfg: PretrainConfig, ctx: DistContext) ->
         return nn.parallel.DistributedDataParallel(
             objective, device_ids=ids, broadcast_buffers=False, find_unused_parameters=not model.config.noisy_gating
         )
+
+
+def sets_architecture(option_names: Iterable[str]) -> bool:
+    """Whether options name a UniSRec architecture field: then `unisrec pretrain` (and a ``model:
+    pretrain`` benchmark cell) builds that architecture, else the default sized to the features.
+    ``mode`` (pre-training is inductive) and ``temperature`` (a ``PretrainConfig`` field too) do not count."""
+    from unisrec.config import option_fields
+
+    fields = option_fields(UniSRecConfig)
+    return any(n in fields and n not in ("mode", "temperature") for n in option_names)
 
 
 def pretrain(
