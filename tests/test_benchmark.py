@@ -487,6 +487,26 @@ def test_report_without_per_user_ranks_says_so(tmp_path):
     assert "no per-user ranks" in render_markdown(build_report(runs))
 
 
+def test_bars_are_the_seed_means_with_every_seed_drawn(tmp_path):
+    """Fig. 2 / 3 layout: per metric one bar per model at its seed mean, its seeds as dots, n in the legend."""
+    import matplotlib.pyplot as plt
+
+    from unisrec.benchmark.report import BAR_METRICS, bars_figure
+
+    d = build_report(fake_tree(tmp_path / "runs"))
+    fig = bars_figure(d)
+    ax = fig.axes[0]
+    models = d["datasets"]["scientific"]["models"]
+    heights = [p.get_height() for p in ax.patches]
+    expected = [models[m]["mean"][k] for m in models for k in BAR_METRICS]  # bars drawn model by model
+    assert heights == pytest.approx(expected)
+    dots = sorted(y for line in ax.lines if line.get_marker() == "." for y in line.get_ydata())
+    assert dots == pytest.approx(sorted(v for m in models.values() for k in BAR_METRICS for v in m["seed_values"][k]))
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["SASRec (n=2)", "B (n=1)", "U, ours (n=1)"]
+    plt.close(fig)
+
+
 def test_rank_marks_and_format():
     assert rank_marks({"a": 0.3, "b": 0.2, "c": 0.3, "d": 0.1}) == {"a": "best", "b": "second", "c": "best", "d": ""}
     assert fmt_cell(0.12345, "best", True) == "**0.1235**\\*"
@@ -501,6 +521,7 @@ def test_report_cli_writes_markdown_json_png(tmp_path, capsys):
     data = json.loads((tmp_path / "out" / "t3.json").read_text())
     assert data["datasets"]["scientific"]["rows"]["ndcg@10"]["marks"]["U"] in ("best", "second")
     assert (tmp_path / "out" / "t3_scientific_curves.png").stat().st_size > 5000
+    assert "t3_bars.png" in md and (tmp_path / "out" / "t3_bars.png").stat().st_size > 5000
     assert main(["benchmark", "report", str(runs)]) == 0 and "| R@10 |" in capsys.readouterr().out
 
 

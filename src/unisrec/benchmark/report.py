@@ -4,7 +4,7 @@ API::
 
     result = build_report("runs/table3_scientific")   # a JSON-able dict
     print(render_markdown(result))
-    write_report(result, "results/table3/benchmark_scientific")  # .md, .json, _DATASET_curves.png
+    write_report(result, "results/table3/benchmark_scientific")  # .md, .json, _DATASET_curves.png, _bars.png
 
 Per dataset, rows = R@10, N@10, R@50, N@50 and columns = models (the paper's orientation), each
 model's value the mean over its finished seeds, the best **bold** and the second <u>underlined</u>
@@ -345,6 +345,58 @@ def plot_curves(result: dict[str, Any], dataset: str, out_png: str | os.PathLike
     return out_png
 
 
+BAR_METRICS: tuple[str, ...] = ("recall@10", "ndcg@10")
+
+
+def bars_figure(result: dict[str, Any], metrics: tuple[str, ...] = BAR_METRICS):
+    """The paper's Fig. 2 / Fig. 3 layout: one panel per dataset, one group of bars per metric, one
+    bar per model (its mean over finished seeds; whisker = sample std, dots = the seeds), the number
+    of seeds behind each bar in the legend. Returns the matplotlib figure (the caller saves it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [ds for ds, d in result["datasets"].items() if d["models"]]
+    if not datasets:
+        raise UserError("no finished runs to plot")
+    most = max(len(result["datasets"][ds]["models"]) for ds in datasets)
+    colours = plt.get_cmap("tab10" if most <= 10 else "tab20").colors
+    fig, axes = plt.subplots(1, len(datasets), figsize=(min(12.0, 2.0 + 0.32 * most * len(metrics)) * len(datasets), 5.0),
+                             dpi=110, squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        models = result["datasets"][ds]["models"]
+        width = 0.8 / len(models)
+        for i, (label, m) in enumerate(models.items()):
+            x = np.arange(len(metrics)) - 0.4 + width * (i + 0.5)
+            means = [m["mean"][k] for k in metrics]
+            stds = [m["std"][k] or 0.0 for k in metrics]
+            role = {"ours": ", ours", "control": ", control"}.get(m["role"], "")
+            ax.bar(x, means, width * 0.9, yerr=stds, capsize=2, color=colours[i % len(colours)],
+                   hatch="//" if m["role"] == "control" else None, edgecolor="white" if m["role"] == "control" else None,
+                   label=f"{label}{role} (n={len(m['seeds'])})")
+            for xi, k in zip(x, metrics):
+                ax.plot([xi] * len(m["seed_values"][k]), m["seed_values"][k], ".", color="black", ms=3, zorder=3)
+        ax.set_xticks(np.arange(len(metrics)), [SHORT.get(k, k) for k in metrics])
+        ax.set_ylabel("test value (full ranking)")
+        ax.set_title(f"{ds}: mean over seeds (whisker = std, dots = seeds, n = seeds)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(4, len(models)), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bars(result: dict[str, Any], out_png: str | os.PathLike, metrics: tuple[str, ...] = BAR_METRICS) -> Path:
+    """Save :func:`bars_figure` as ``out_png``."""
+    import matplotlib.pyplot as plt
+
+    fig = bars_figure(result, metrics)
+    out_png = Path(out_png)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
 def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
@@ -356,7 +408,8 @@ def _json_safe(x: Any) -> Any:
 
 
 def write_report(result: dict[str, Any], stem: str | os.PathLike, title: str | None = None, note: str = "") -> list[Path]:
-    """``STEM.md``, ``STEM.json`` and ``STEM_DATASET_curves.png`` per dataset; returns the paths."""
+    """``STEM.md``, ``STEM.json``, ``STEM_DATASET_curves.png`` per dataset and ``STEM_bars.png`` (R@10 and
+    N@10 of every model as grouped bars, the paper's Fig. 2 / 3 layout); returns the paths."""
     stem = Path(stem)
     if stem.suffix in (".md", ".json"):
         stem = stem.with_suffix("")
@@ -370,6 +423,8 @@ def write_report(result: dict[str, Any], stem: str | os.PathLike, title: str | N
             pngs.append(plot_curves(result, ds, png))
         except UserError:
             continue
+    if any(d["models"] for d in result["datasets"].values()):
+        pngs.append(plot_bars(result, stem.parent / f"{stem.name}_bars.png"))
     if pngs:
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
     md.write_text(text, encoding="utf-8")
