@@ -253,13 +253,22 @@ def test_benchmark_specs_load_with_valid_options():
     from unisrec.benchmark.spec import load_spec
 
     root = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
-    abl = load_spec(root / "ablation.yaml")
-    assert list(abl.models) == ["UniSRec", "without PT", "without S-S", "without S-I", "without PW", "without MoE"]
-    assert [m.role for m in abl.models.values()] == ["ours"] + ["baseline"] * 5
-    assert abl.models["without PT"].pretrained is None and all(m.pretrained for k, m in abl.models.items() if k != "without PT")
+    abl, abl_or = load_spec(root / "ablation.yaml"), load_spec(root / "ablation_online_retail.yaml")
+    for spec in (abl, abl_or):
+        assert list(spec.models) == ["UniSRec", "without PT", "without S-S", "without S-I", "without PW", "without MoE",
+                                     "without FT", "Popularity"]
+        assert [m.role for m in spec.models.values()] == ["ours"] + ["baseline"] * 6 + ["control"]
+        assert spec.models["without PT"].pretrained is None
+        assert all(m.pretrained for k, m in spec.models.items() if k not in ("without PT", "Popularity"))
+        assert spec.models["without FT"].pretrained == spec.models["UniSRec"].pretrained  # zero-shot of the same checkpoint
+        assert [m.model for m in spec.models.values() if m.trains_nothing] == ["zero-shot", "popularity"]
+    assert {m.pretrained for m in abl.models.values()} == {m.pretrained for m in abl_or.models.values()}
     src = load_spec(root / "pretrain_sources.yaml")
     assert list(src.models) == ["None", "Games", "Scientific", "All"] and src.models["None"].pretrained is None
-    for spec in (abl, src):
+    for spec in (abl, abl_or, src):
         for m in spec.models.values():  # every option is a real flag of `unisrec finetune`
+            if m.trains_nothing:
+                continue
             train, model = cell_configs(m, 2020, threads=1)
             assert model.mode == "inductive" and train.epochs == 300
+    assert cell_configs(abl_or.models["UniSRec"], 2020)[0].batching == "every-position"

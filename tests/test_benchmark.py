@@ -259,6 +259,59 @@ def test_a_pretrain_cell_is_resumed_archived_and_only_finished_is_a_from_for_fin
     assert re.search(r"\| PT \| 1 \| 2\.00 \| \d+ \| max_epochs \| \d+\.\d{4} \|", page) and "No finished runs" not in page
 
 
+def test_zero_shot_and_popularity_cells_rank_without_training(tmp_path, monkeypatch, capsys):
+    """The ablation's "w/o fine-tuning" and the popularity floor as cells: their ranks are exactly what
+    `unisrec evaluate` gives, the checkpoint is only read, every seed is alike, and the report and the
+    archive carry them like trained cells."""
+    import hashlib
+
+    from test_pretrain import make_domain
+
+    from unisrec.evaluation.cli import evaluate_dir
+    from unisrec.models.popularity import evaluate_popularity
+
+    target, source = make_domain(tmp_path / "t", "t"), make_domain(tmp_path / "s", "s", seed=1)
+    pre = spec_from_dict({"name": "pre", "datasets": {"s": str(source)}, "seeds": [1],
+                          "options": {"epochs": 1, "batch_size": 64, "device": "cpu", "hidden_size": 16, "inner_size": 16,
+                                      "n_layers": 1, "n_experts": 2},
+                          "models": {"PT": {"model": "pretrain"}}})
+    runner.run_benchmark(pre, tmp_path / "pre", threads=1, isolate=False, say=lambda s: None)
+    ckpt = tmp_path / "pre" / "s" / "PT" / "seed1"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpt.iterdir() if p.is_file()}
+    spec = spec_from_dict({"name": "abl", "datasets": {"t": str(target)}, "seeds": [1, 2],
+                           "options": {"epochs": 300, "mode": "inductive", "device": "cpu"},  # training options: ignored
+                           "models": {"w-o FT": {"model": "zero-shot", "from": str(ckpt)},
+                                      "Popularity": {"model": "popularity"}}})
+    runs = tmp_path / "runs"
+    summary = runner.run_benchmark(spec, runs, threads=1, isolate=False, say=lambda s: None)
+    assert [c["status"] for c in summary["cells"]] == ["finished"] * 4
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpt.iterdir() if p.is_file()} == before
+    zs = {seed: json.loads((runs / "t" / "w-o_FT" / f"seed{seed}" / "metrics.json").read_text()) for seed in (1, 2)}
+    assert zs[1]["test"] == zs[2]["test"] == pytest.approx(evaluate_dir(str(ckpt), "test", (10, 50), str(target), "cpu"))
+    ranks = np.load(runs / "t" / "w-o_FT" / "seed1" / "test_ranks.npy")
+    assert metrics_from_ranks(ranks) == pytest.approx(zs[1]["test"]) and len(ranks) == Dataset.load(target).num_users
+    pop = json.loads((runs / "t" / "Popularity" / "seed2" / "metrics.json").read_text())
+    assert pop["test"] == pytest.approx(evaluate_popularity(Dataset.load(target), "test"))
+    assert pop["valid"] == pytest.approx(evaluate_popularity(Dataset.load(target), "valid"))
+    assert summary["cells"][0]["command"] == f"unisrec evaluate {ckpt} --dataset {target} --json"
+    capsys.readouterr()
+    assert main(["evaluate", "--popularity", "--dataset", str(target), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(pop["test"])
+    assert main(["evaluate", "--popularity"]) == 2 and "give --dataset" in capsys.readouterr().err
+    # a second run skips them; the archive and the report carry them
+    assert {c["status"] for c in runner.run_benchmark(spec, runs, isolate=False, say=lambda s: None)["cells"]} == {"skipped"}
+    monkeypatch.chdir(tmp_path)
+    archive_runs(runs, tmp_path / "arch")
+    assert sorted(p.name for p in (tmp_path / "arch" / "t" / "Popularity" / "seed1").iterdir()) == [
+        "config.json", "metrics.json", "test_ranks.npy"]
+    page = render_markdown(build_report(tmp_path / "arch"))
+    assert "| Popularity | 1 | – (no training) | popularity: no training |" in page
+    with pytest.raises(UserError, match="zero-shot evaluates the model directory named in 'from'"):
+        spec_from_dict({"datasets": {"t": str(target)}, "models": {"Z": {"model": "zero-shot"}}})
+    with pytest.raises(UserError, match="takes no 'from'"):
+        spec_from_dict({"datasets": {"t": str(target)}, "models": {"P": {"model": "popularity", "from": str(ckpt)}}})
+
+
 def test_output_into_a_closed_pipe_ends_quietly(toy, tmp_path):
     """`unisrec benchmark run ... --dry-run | head -1`: no traceback when the reader has gone."""
     import yaml
@@ -345,6 +398,8 @@ def test_shipped_specs_load():
     for path in sorted((ROOT / "configs" / "benchmarks").glob("*.yaml")):
         spec = load_spec(path)
         for entry in spec.models.values():
+            if entry.trains_nothing:  # zero-shot / popularity: no training options
+                continue
             train, _ = runner.cell_configs(entry, spec.seeds[0], threads=1)
             assert train.init_from == (entry.pretrained if not entry.is_finetune else None), (path.name, entry.label)
 

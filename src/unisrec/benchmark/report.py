@@ -287,7 +287,8 @@ def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list
         for r in d["models"][m]["runs"]:
             wall = f"{r['wall_seconds'] / 60:.1f}" if r["wall_seconds"] is not None else "–"
             stop = f"{r['stop_reason']} -- **{r['stale']}**" if r.get("stale") else r["stop_reason"]
-            lines.append(f"| {m} | {r['seed']} | {r['best_epoch']}/{r['epochs_run']} | {stop} | {wall} |")
+            epochs = "– (no training)" if r["best_epoch"] is None and not r["epochs_run"] else f"{r['best_epoch']}/{r['epochs_run']}"
+            lines.append(f"| {m} | {r['seed']} | {epochs} | {stop} | {wall} |")
     commands = [r["command"] for m in models for r in d["models"][m]["runs"] if r["command"]]
     if commands:
         lines += ["", "Commands:", ""] + [f"- `{c}`" for c in commands]

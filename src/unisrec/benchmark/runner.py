@@ -73,7 +73,7 @@ def unavailable(cell: Cell) -> str | None:
     """Why a cell cannot run (an unregistered model, a missing dataset), or None."""
     from unisrec.models import registry
 
-    if not (cell.model.is_finetune or cell.model.is_pretrain) and cell.model.model not in registry.names():
+    if not (cell.model.is_finetune or cell.model.is_pretrain or cell.model.trains_nothing) and cell.model.model not in registry.names():
         return (f"model {cell.model.model!r} ({cell.model.label}) is not registered; known: "
                 f"{', '.join(registry.names())} -- skipped")
     if cell.dataset.path is None:
@@ -171,6 +171,8 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
     compared: a default that changed since (e.g. the evaluation batch) does not make a cell stale."""
     import dataclasses
 
+    if cell.model.trains_nothing:  # nothing trained, so no training option to differ
+        return []
     try:
         stored = json.loads((cell.dir / "config.json").read_text())
         run = stored.get("training") or stored.get("pretraining", {}).get("config", {})
@@ -191,6 +193,8 @@ def train_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | 
     far; metrics.json then says it did not early-stop)."""
     from unisrec.training.state import read_run_state
 
+    if model.trains_nothing:
+        return evaluate_cell(model, dataset_dir, output, seed, threads)
     output = Path(output)
     saved = read_run_state(output)
     epochs = saved.epoch if (finalize and saved is not None) else None
@@ -212,6 +216,55 @@ def train_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | 
     from unisrec.training.supervised import train_model
 
     return train_model(model.model, dataset_dir, output, train, config, resume=resume)
+
+
+def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | os.PathLike, seed: int,
+                  threads: int | None = None) -> dict[str, Any]:
+    """A cell that trains nothing: ``zero-shot`` ranks the cell's dataset with the ``from:`` model by
+    item text (:func:`unisrec.evaluation.cli.load_for_evaluation`: a pre-training checkpoint or a
+    model without per-item weights), ``popularity`` with the training part's counts. Writes what a
+    trained cell leaves for the report and the archive -- ``valid_ranks.npy``, ``test_ranks.npy``, a
+    ``config.json`` naming what was ranked, and last ``metrics.json`` (so a crash leaves no finished
+    cell) -- and returns the metrics. ``seed`` is recorded only: nothing here is random."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from unisrec.data.dataset import Dataset, write_json
+    from unisrec.data.output import writer_lock
+    from unisrec.evaluation.metrics import metrics_from_ranks, model_ranks
+    from unisrec.models.popularity import popularity_ranks
+
+    output = Path(output)
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    with writer_lock(output):
+        if model.model == "popularity":
+            ds = Dataset.load(dataset_dir)
+            ranks = {split: popularity_ranks(ds, split) for split in ("valid", "test")}
+            what = {"model_type": "popularity"}
+        else:
+            from unisrec.evaluation.cli import load_for_evaluation
+            from unisrec.models.model_dir import read_model_config
+
+            net, ds, dev = load_for_evaluation(str(model.pretrained), str(dataset_dir), str(model.options.get("device", "auto")))
+            batch = int(model.options.get("eval_batch_size", 1024))
+            ranks = {split: model_ranks(net, ds, split, batch, dev) for split in ("valid", "test")}
+            source = read_model_config(str(model.pretrained))
+            what = {"model_type": "zero-shot", "from": display_path(Path(str(model.pretrained))),
+                    "from_model_type": source.get("model_type"), "model": source.get("model")}
+        output.mkdir(parents=True, exist_ok=True)
+        write_json(output / "config.json", {**what, "dataset": {"path": display_path(Path(dataset_dir))}, "seed": seed})
+        for split, r in ranks.items():
+            np.save(output / f"{split}_ranks.npy", np.asarray(r, dtype=np.int32))
+        metrics = {"valid": metrics_from_ranks(ranks["valid"]), "test": metrics_from_ranks(ranks["test"]),
+                   "best_epoch": None, "epochs_run": 0, "stop_reason": f"{model.model}: no training",
+                   "wall_seconds": time.time() - t0, "seed": seed}
+        write_json(output / METRICS_NAME, metrics)
+    print(f"{model.label}: test " + " ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items()), flush=True)
+    return metrics
 
 
 def _entry_dict(model: ModelEntry) -> dict[str, Any]:
@@ -289,7 +342,7 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
             rec.update(status="running", message=f"being trained by another process (pid {pid})" + (f"; {at}" if at else ""))
             say(f"{cell.name}: {rec['message']}; left to it, not started again")
             continue
-        if state != "finished":  # a typo in an option fails now, not hours into a campaign
+        if state != "finished" and not cell.model.trains_nothing:  # a typo in an option fails now, not hours into a campaign
             cell_configs(cell.model, cell.seed, threads)
         if state == "finished" and (changed := option_mismatches(cell, threads)):
             rec.update(status="stale", message=f"finished before with other options: {'; '.join(changed)}")

@@ -16,7 +16,10 @@
 A model entry's keys: ``model`` (a registered name, ``finetune``, or ``pretrain``: a `unisrec
 pretrain` checkpoint of the cell's dataset plus its ``source`` datasets, which other specs name in
 ``from``; it is finished when its ``done.json`` is written), ``from`` (the model directory
-to start from: a `unisrec pretrain` checkpoint for ``finetune`` (``--from``), else a model trained
+to start from -- or, for ``model: zero-shot``, to evaluate on the cell's dataset by item text, training
+nothing (the paper's "w/o fine-tuning"); ``model: popularity`` is the popularity ranking; both are
+deterministic cells, every seed the same numbers, and take only ``device`` / ``eval_batch_size`` /
+``threads`` of the options: a `unisrec pretrain` checkpoint for ``finetune`` (``--from``), else a model trained
 on another domain, e.g. a source-trained ZESRec (``--init-from``); relative to the spec's folder when
 found there, else to the current folder), ``unfreeze_all`` (finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``, or ``control``: a diagnostic
 variant -- e.g. a baseline with one of its parts switched off -- reported and tested against ours,
@@ -42,6 +45,9 @@ from unisrec.errors import UserError
 
 FINETUNE = "finetune"
 PRETRAIN = "pretrain"
+ZERO_SHOT = "zero-shot"  # evaluate a `from:` model on the cell's dataset by item text, training nothing
+POPULARITY = "popularity"  # the most-bought items of the training part, for everyone
+EVALUATE_ONLY = (ZERO_SHOT, POPULARITY)
 ROLES = ("ours", "baseline", "control")
 ENTRY_KEYS = ("model", "from", "unfreeze_all", "role", "paper", "options")
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+()-]*( [A-Za-z0-9_.+()-]+)*$")
@@ -77,6 +83,11 @@ class ModelEntry:
         return self.model == PRETRAIN
 
     @property
+    def trains_nothing(self) -> bool:
+        """A cell that only ranks (``zero-shot``, ``popularity``): deterministic, every seed alike."""
+        return self.model in EVALUATE_ONLY
+
+    @property
     def folder(self) -> str:
         """The cell folder name of this model (its label, spaces as ``_``)."""
         return self.label.replace(" ", "_")
@@ -84,6 +95,10 @@ class ModelEntry:
     def command(self, dataset: str, output: str, seed: int, extra: dict[str, Any] | None = None) -> str:
         """The `unisrec` command line that trains this cell (for results pages)."""
         extra = dict(extra or {})
+        if self.model == ZERO_SHOT:
+            return f"unisrec evaluate {self.pretrained} --dataset {dataset} --json"
+        if self.model == POPULARITY:
+            return f"unisrec evaluate --popularity --dataset {dataset} --json"
         if self.is_pretrain:  # the source domains are more datasets to pre-train on
             words = ["unisrec", "pretrain", dataset, *map(str, extra.pop("source", []))]
         elif self.is_finetune:
@@ -128,7 +143,7 @@ class BenchmarkSpec:
 def default_paper_model(model: str, options: dict[str, Any]) -> str | None:
     """The paper's column for a model entry: its registered name if the paper has it, a finetune's
     mode (inductive -> ``unisrec_t``, transductive -> ``unisrec_t_id``)."""
-    if model == PRETRAIN:
+    if model in (PRETRAIN, *EVALUATE_ONLY):
         return None
     if model == FINETUNE:
         return paper.MODE_MODELS.get(str(options.get("mode", "inductive")))
@@ -162,6 +177,13 @@ def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]
     pretrained = raw.get("from")
     if raw.get("unfreeze_all") and model != FINETUNE:
         raise UserError(f"{where}: 'unfreeze_all' applies to model: finetune only")
+    if model == ZERO_SHOT and not pretrained:
+        raise UserError(f"{where}: model: zero-shot evaluates the model directory named in 'from' (a `unisrec pretrain` "
+                        "checkpoint or a model without per-item weights, e.g. a source-trained ZESRec)")
+    if model == POPULARITY and pretrained:
+        raise UserError(f"{where}: model: popularity counts the cell's own training part; it takes no 'from'")
+    if model in EVALUATE_ONLY:  # nothing trains: the spec's common training options do not apply
+        options = {k: v for k, v in options.items() if k in ("device", "eval_batch_size", "threads")}
     if pretrained and "init_from" in options:
         raise UserError(f"{where}: 'from' and 'init_from' name the same thing; keep one")
     if pretrained:

@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Rank every item of the domain for each user's held-out item (leave-one-out); "
         "history items stay in the ranking, only padding is excluded.",
     )
-    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("model", metavar="MODEL_DIR", nargs="?", help="a model directory (or none with --popularity)")
+    p.add_argument("--popularity", action="store_true", help="evaluate the popularity ranking of --dataset DIR (the most-bought "
+                   "items of the training part, for everyone) instead of a model: the floor every model must clear")
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--ks", default="10,50", help="comma-separated cut-offs (default: 10,50)")
     p.add_argument("--dataset", metavar="DIR", help="dataset directory (default: the one recorded in MODEL_DIR/config.json); another catalogue "
@@ -167,11 +169,29 @@ def target_features(cfg: dict, model_dir: str, ds) -> "np.ndarray":  # noqa: F82
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from unisrec.errors import UserError
+
+    if args.popularity:
+        if args.model or not args.dataset or args.by_popularity or args.compare or args.plot or args.boundaries:
+            raise UserError("--popularity ranks --dataset DIR by item counts: give --dataset and no MODEL_DIR nor long-tail options")
+        from unisrec.data.dataset import Dataset
+        from unisrec.evaluation.metrics import metrics_from_ranks
+        from unisrec.models.popularity import popularity_ranks
+
+        metrics = metrics_from_ranks(popularity_ranks(Dataset.load(args.dataset), args.split), parse_ks(args.ks))
+        args.model = f"popularity of {args.dataset}"
+        return _print_metrics(args, metrics)
+    if not args.model:
+        raise UserError("evaluate needs MODEL_DIR (or --popularity --dataset DIR)")
     if args.by_popularity or args.compare or args.plot or args.boundaries:
         from unisrec.evaluation.longtail import run_cli
 
         return run_cli(args, parse_ks(args.ks))
     metrics = evaluate_dir(args.model, args.split, parse_ks(args.ks), args.dataset, args.device, args.batch_size)
+    return _print_metrics(args, metrics)
+
+
+def _print_metrics(args: argparse.Namespace, metrics: dict) -> int:
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
     else:

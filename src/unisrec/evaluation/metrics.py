@@ -96,16 +96,15 @@ def rank_examples(
     return ranks
 
 
-def evaluate_model(
+def model_ranks(
     model: Any,
     dataset: Any,
     split: str = "test",
-    ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 4096,
     device: Any = "cpu",
     max_history: int | None = None,
-) -> dict[str, float]:
-    """Full-ranking metrics of ``model`` on a :class:`~unisrec.data.dataset.Dataset` split.
+) -> np.ndarray:
+    """0-based full-ranking rank of each ``split`` user's target under ``model`` (dataset user order).
 
     The model must already sit on ``device`` (and, for UniSRec, hold the domain's features).
     ``max_history`` defaults to the model's ``max_seq_length``.
@@ -117,8 +116,20 @@ def evaluate_model(
         from unisrec.errors import UserError
 
         raise UserError(f"dataset {dataset.path or dataset.name} has no {split} examples (every user is too short)")
-    ranks = rank_examples(model, hist, lens, tgt, batch_size, device)
-    return metrics_from_ranks(ranks, ks)
+    return rank_examples(model, hist, lens, tgt, batch_size, device)
+
+
+def evaluate_model(
+    model: Any,
+    dataset: Any,
+    split: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 4096,
+    device: Any = "cpu",
+    max_history: int | None = None,
+) -> dict[str, float]:
+    """Full-ranking metrics of ``model`` on a :class:`~unisrec.data.dataset.Dataset` split (:func:`model_ranks`)."""
+    return metrics_from_ranks(model_ranks(model, dataset, split, batch_size, device, max_history), ks)
 
 
 def ndcg_at(rank: int, k: int) -> float:

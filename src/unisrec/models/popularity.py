@@ -43,11 +43,11 @@ def popularity_scores(dataset: Dataset, n_rows: int) -> "torch.Tensor":  # noqa:
     return counts.unsqueeze(0).expand(n_rows, -1)
 
 
-def evaluate_popularity(dataset: Dataset, split: str = "test", ks: Sequence[int] = (10, 50)) -> dict[str, float]:
-    """Recall@K / NDCG@K of the popularity ranking on ``split`` (full ranking over all items)."""
+def popularity_ranks(dataset: Dataset, split: str = "test") -> np.ndarray:
+    """0-based full-ranking rank of each ``split`` user's target under the popularity ranking."""
     import torch
 
-    from unisrec.evaluation.metrics import metrics_from_ranks, rank_of_targets
+    from unisrec.evaluation.metrics import rank_of_targets
 
     _, _, targets = dataset.examples(split, max_history=1)
     if len(targets) == 0:
@@ -57,5 +57,11 @@ def evaluate_popularity(dataset: Dataset, split: str = "test", ks: Sequence[int]
     scores = popularity_scores(dataset, 1)
     # every row is the same ranking, so score in chunks of a broadcast view (no n x items copy)
     chunks = np.array_split(targets, max(1, len(targets) // 4096))
-    ranks = torch.cat([rank_of_targets(scores.expand(len(c), -1), torch.from_numpy(c)) for c in chunks])
-    return metrics_from_ranks(ranks, ks)
+    return torch.cat([rank_of_targets(scores.expand(len(c), -1), torch.from_numpy(c)) for c in chunks]).numpy()
+
+
+def evaluate_popularity(dataset: Dataset, split: str = "test", ks: Sequence[int] = (10, 50)) -> dict[str, float]:
+    """Recall@K / NDCG@K of the popularity ranking on ``split`` (full ranking over all items)."""
+    from unisrec.evaluation.metrics import metrics_from_ranks
+
+    return metrics_from_ranks(popularity_ranks(dataset, split), ks)
