@@ -264,7 +264,12 @@ def test_benchmark_specs_load_with_valid_options():
         assert [m.model for m in spec.models.values() if m.trains_nothing] == ["zero-shot", "popularity"]
     assert {m.pretrained for m in abl.models.values()} == {m.pretrained for m in abl_or.models.values()}
     src = load_spec(root / "pretrain_sources.yaml")
-    assert list(src.models) == ["None", "Games", "Scientific", "All"] and src.models["None"].pretrained is None
+    assert list(src.models) == ["None", "Games", "Online Retail", "Games + Online Retail", "Scientific", "Games + Scientific"]
+    assert src.models["None"].pretrained is None
+    # each target's sources are the domains foreign to it
+    on = {d: [m.label for m in src.models.values() if m.runs_on(d)] for d in src.datasets}
+    assert on == {"scientific": ["None", "Games", "Online Retail", "Games + Online Retail"],
+                  "online_retail_shuffled": ["None", "Games", "Scientific", "Games + Scientific"]}
     for spec in (abl, abl_or, src):
         for m in spec.models.values():  # every option is a real flag of `unisrec finetune`
             if m.trains_nothing:

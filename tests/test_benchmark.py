@@ -375,6 +375,17 @@ def test_from_starts_a_trained_model_from_another_run_and_a_missing_one_is_skipp
     assert f"--init-from {source}" in cmd and "--from " not in cmd
 
 
+def test_a_model_restricted_to_some_datasets_has_cells_on_those_only(toy, tmp_path):
+    spec = spec_from_dict({"datasets": {"a": str(toy), "b": str(toy)}, "seeds": [1, 2],
+                           "models": {"Both": {"model": "sasrec"}, "OnlyB": {"model": "sasrec", "datasets": "b"}}})
+    names = [c.name for c in runner.cells(spec, tmp_path)]
+    assert names == ["a/Both/seed1", "a/Both/seed2", "b/Both/seed1", "b/OnlyB/seed1", "b/Both/seed2", "b/OnlyB/seed2"]
+    assert spec.to_dict()["models"]["OnlyB"]["datasets"] == ["b"] and "datasets" not in spec.to_dict()["models"]["Both"]
+    assert "datasets" not in spec.models["OnlyB"].options  # an entry key, not a training option
+    with pytest.raises(UserError, match="OnlyB.datasets names c, not a dataset of the spec"):
+        spec_from_dict({"datasets": {"a": str(toy)}, "models": {"OnlyB": {"model": "sasrec", "datasets": ["c"]}}})
+
+
 def test_spec_defaults_paper_columns_and_roles(toy):
     spec = spec_from_dict({"datasets": {"online_retail_shuffled": str(toy)},
                            "models": {"S": "sasrec", "T": {"model": "finetune", "mode": "transductive"},

@@ -66,7 +66,7 @@ def cells(spec: BenchmarkSpec, runs: str | os.PathLike) -> list[Cell]:
     """Every cell of the grid, in run order (dataset, then seed, then model)."""
     runs = Path(runs)
     return [Cell(d, m, seed, runs / d.name / m.folder / f"seed{seed}")
-            for d in spec.datasets.values() for seed in spec.seeds for m in spec.models.values()]
+            for d in spec.datasets.values() for seed in spec.seeds for m in spec.models.values() if m.runs_on(d.name)]
 
 
 def unavailable(cell: Cell) -> str | None:
@@ -270,7 +270,8 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
 def _entry_dict(model: ModelEntry) -> dict[str, Any]:
     return {"label": model.label, "model": model.model, "options": model.options, "pretrained": model.pretrained,
             "unfreeze_all": model.unfreeze_all, "role": model.role, "paper": model.paper,
-            "sources": [[s.name, None if s.path is None else str(s.path), s.given, s.paper] for s in model.sources]}
+            "sources": [[s.name, None if s.path is None else str(s.path), s.given, s.paper] for s in model.sources],
+            "only_on": None if model.only_on is None else list(model.only_on)}
 
 
 def display_dataset(entry: DatasetEntry) -> str:
@@ -473,7 +474,8 @@ def _worker(argv: list[str]) -> int:
     m = task["model"]
     sources = tuple(DatasetEntry(name, None if path is None else Path(path), given, paper_name)
                     for name, path, given, paper_name in m.get("sources", []))
-    model = ModelEntry(m["label"], m["model"], m["options"], m["pretrained"], m["unfreeze_all"], m["role"], m["paper"], sources)
+    model = ModelEntry(m["label"], m["model"], m["options"], m["pretrained"], m["unfreeze_all"], m["role"], m["paper"], sources,
+                       None if m.get("only_on") is None else tuple(m["only_on"]))
     try:
         train_cell(model, task["dataset"], task["output"], task["seed"], task["threads"], task["finalize"])
     except UserError as exc:

@@ -25,7 +25,7 @@ found there, else to the current folder), ``unfreeze_all`` (finetune only), ``ro
 variant -- e.g. a baseline with one of its parts switched off -- reported and tested against ours,
 never counted as the best baseline nor ranked), ``paper`` (the paper's Table 3
 column to print beside it; default: the model's own column, none for a control), ``options`` (a mapping); any other key is an option too (``mode: inductive``).
-``source`` (a dataset or a list of them, e.g. ``RecGURU: {model: recguru, source: [games]}``) names the
+``datasets`` (the spec's datasets this model runs on; default all of them), ``source`` (a dataset or a list of them, e.g. ``RecGURU: {model: recguru, source: [games]}``) names the
 source domains of a cross-domain model (``--source DIR``); each is found like the spec's datasets.
 Option names are the flags of `unisrec train NAME` / `unisrec finetune` with ``_`` for ``-``.
 This module reads and checks the file's shape only (no torch); option names are checked when a cell
@@ -49,7 +49,7 @@ ZERO_SHOT = "zero-shot"  # evaluate a `from:` model on the cell's dataset by ite
 POPULARITY = "popularity"  # the most-bought items of the training part, for everyone
 EVALUATE_ONLY = (ZERO_SHOT, POPULARITY)
 ROLES = ("ours", "baseline", "control")
-ENTRY_KEYS = ("model", "from", "unfreeze_all", "role", "paper", "options")
+ENTRY_KEYS = ("model", "from", "unfreeze_all", "role", "paper", "options", "datasets")
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+()-]*( [A-Za-z0-9_.+()-]+)*$")
 
 
@@ -73,6 +73,10 @@ class ModelEntry:
     role: str = "baseline"
     paper: str | None = None  # the paper's Table 3 column, or None
     sources: tuple[DatasetEntry, ...] = ()  # `source:` -- the source domains (--source DIR ...)
+    only_on: tuple[str, ...] | None = None  # `datasets:` -- the spec's datasets this model runs on (None: all)
+
+    def runs_on(self, dataset: str) -> bool:
+        return self.only_on is None or dataset in self.only_on
 
     @property
     def is_finetune(self) -> bool:
@@ -135,7 +139,8 @@ class BenchmarkSpec:
             "model_order": list(self.models),
             "datasets": {k: {"path": d.given, "paper": d.paper} for k, d in self.datasets.items()},
             "models": {k: {"model": m.model, "options": m.options, "from": m.pretrained, "unfreeze_all": m.unfreeze_all,
-                           "role": m.role, "paper": m.paper, "folder": m.folder, "source": [s.given for s in m.sources]}
+                           "role": m.role, "paper": m.paper, "folder": m.folder, "source": [s.given for s in m.sources],
+                           **({"datasets": list(m.only_on)} if m.only_on is not None else {})}
                        for k, m in self.models.items()},
         }
 
@@ -201,7 +206,13 @@ def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]
     paper_key = raw["paper"] if "paper" in raw else None if role == "control" else default_paper_model(model, options)
     if paper_key is not None and paper_key not in paper.MODELS:
         raise UserError(f"{where}.paper: {paper_key!r} is not a Table 3 column; known: {', '.join(paper.MODELS)}")
-    return ModelEntry(label, model, options, pretrained, bool(raw.get("unfreeze_all", False)), role, paper_key, sources)
+    only_on = raw.get("datasets")
+    if only_on is not None:
+        only_on = [only_on] if isinstance(only_on, str) else only_on
+        if not isinstance(only_on, list) or not only_on or not all(isinstance(d, str) for d in only_on):
+            raise UserError(f"{where}.datasets: a dataset name of the spec or a list of them (the model runs on those only)")
+        only_on = tuple(only_on)
+    return ModelEntry(label, model, options, pretrained, bool(raw.get("unfreeze_all", False)), role, paper_key, sources, only_on)
 
 
 def spec_from_dict(data: Any, source: Path | None = None) -> BenchmarkSpec:
@@ -236,6 +247,10 @@ def spec_from_dict(data: Any, source: Path | None = None) -> BenchmarkSpec:
         datasets[str(name)] = DatasetEntry(str(name), resolve_dataset(given, base), given,
                                            str(raw.get("paper", paper.paper_dataset(str(name)))))
     models = {str(label): _model_entry(str(label), raw, base, common) for label, raw in models_raw.items()}
+    for m in models.values():
+        if m.only_on is not None and (unknown := [d for d in m.only_on if d not in datasets]):
+            raise UserError(f"{where}: models.{m.label}.datasets names {', '.join(unknown)}, not a dataset of the spec "
+                            f"({', '.join(datasets)})")
     folders = [m.folder for m in models.values()]
     if len(set(folders)) != len(folders):
         raise UserError(f"{where}: two model labels name the same folder ({', '.join(folders)})")
