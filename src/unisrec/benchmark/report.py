@@ -363,8 +363,8 @@ def bars_figure(result: dict[str, Any], metrics: tuple[str, ...] = BAR_METRICS):
         raise UserError("no finished runs to plot")
     most = max(len(result["datasets"][ds]["models"]) for ds in datasets)
     colours = plt.get_cmap("tab10" if most <= 10 else "tab20").colors
-    fig, axes = plt.subplots(1, len(datasets), figsize=(min(12.0, 2.0 + 0.32 * most * len(metrics)) * len(datasets), 5.0),
-                             dpi=110, squeeze=False)
+    panel_width = min(12.0, max(6.5, 2.0 + 0.32 * most * len(metrics)))  # inches; wide enough for the legend
+    fig, axes = plt.subplots(1, len(datasets), figsize=(panel_width * len(datasets), 5.0), dpi=110, squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         models = result["datasets"][ds]["models"]
         width = 0.8 / len(models)
@@ -382,7 +382,7 @@ def bars_figure(result: dict[str, Any], metrics: tuple[str, ...] = BAR_METRICS):
         ax.set_ylabel("test value (full ranking)")
         ax.set_title(f"{ds}: mean over seeds (whisker = std, dots = seeds, n = seeds)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(4, len(models)), frameon=False)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=max(1, min(len(models), int(panel_width / 2.2))), frameon=False)
     fig.tight_layout()
     return fig
 
