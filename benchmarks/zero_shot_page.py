@@ -1,0 +1,176 @@
+"""Zero-shot transfer (the paper's "w/o fine-tuning", issue 15): pre-training checkpoints ranking
+other domains by item text alone, beside the same architecture untrained and beside popularity.
+
+For every ``--checkpoint LABEL=DIR`` and every ``--dataset NAME=DIR``, the checkpoint ranks the
+dataset's test users' targets over its whole catalogue (`unisrec evaluate DIR --dataset DATASET`:
+the inductive UniSRec is handed the dataset's text vectors; nothing of the dataset is trained on).
+Popularity (`unisrec evaluate --popularity`) is the floor. ``--finetuned NAME=ARCHIVE_CELL_DIR``
+adds a fine-tuned model's archived test ranks for comparison (seeds averaged per user). Each
+checkpoint is tested against the first one (``--checkpoint`` order) with the paired one-sided
+t-test of `unisrec benchmark` (per test user, p < 0.01 marked).
+
+    python benchmarks/zero_shot_page.py \\
+        --checkpoint 'Games, 8 epochs=runs/pretrain/games/full/seed2020' \\
+        --checkpoint 'untrained=runs/pretrain_untrained/games' \\
+        --dataset 'scientific=$UNISREC_DATA/scientific' --dataset 'games (in-domain)=$UNISREC_DATA/games' \\
+        --out results/analyses/zero_shot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import benchlib
+
+METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+SHORT = {"recall@10": "R@10", "ndcg@10": "N@10", "recall@50": "R@50", "ndcg@50": "N@50"}
+
+
+def pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        label, sep, path = v.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"{flag} {v!r}: expected LABEL=PATH")
+        out.append((label, os.path.expandvars(path)))
+    return out
+
+
+def checkpoint_ranks(ckpt: str, dataset: str, sample: int = 2000) -> tuple[np.ndarray, float]:
+    """Test ranks of ``dataset``'s users under checkpoint ``ckpt`` (zero-shot, by item text), and the
+    mean training-part popularity (interaction count) of the top-10 items it recommends to the first
+    ``sample`` test users: how far the ranking leans to popular items."""
+    import torch
+
+    from unisrec.evaluation.cli import load_for_evaluation
+    from unisrec.evaluation.metrics import model_ranks
+    from unisrec.models.popularity import popularity_counts
+
+    model, ds, dev = load_for_evaluation(ckpt, dataset, "cpu")
+    ranks = model_ranks(model, ds, "test", 1024, dev)
+    hist, lens, _ = ds.examples("test", int(model.max_seq_length))
+    counts = popularity_counts(ds)
+    with torch.no_grad():
+        model.eval()
+        table = model.item_representations()
+        n = min(sample, len(lens))
+        width = max(int(lens[:n].max()), 1)
+        scores = model.scores(model.sequence_representation(torch.from_numpy(hist[:n, :width]), torch.from_numpy(lens[:n]), table), table)
+        scores[:, 0] = float("-inf")  # padding
+        top = scores.topk(10, dim=1).indices.numpy()
+    return ranks, float(counts[top].mean())
+
+
+def top10_popularity_of_popularity(dataset: str) -> float:
+    from unisrec.data.dataset import Dataset
+    from unisrec.models.popularity import popularity_counts
+
+    counts = popularity_counts(Dataset.load(dataset))
+    return float(np.sort(counts[1:])[-10:].mean())
+
+
+def checkpoint_facts(ckpt: str) -> dict:
+    """How much pre-training a checkpoint had: epochs, steps, batch, last loss (its done.json / config)."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    pre = cfg.get("pretraining") or {}
+    run = pre.get("config") or {}
+    done = json.loads((Path(ckpt) / "done.json").read_text()) if (Path(ckpt) / "done.json").is_file() else {}
+    log = Path(ckpt) / "training_log.jsonl"
+    last = benchlib.read_jsonl(log)[-1] if log.is_file() else {}
+    return {"batch_size": run.get("batch_size"), "lr": run.get("lr"), "epochs_done": pre.get("epochs_done"),
+            "steps": pre.get("global_step"), "last_loss": done.get("last_epoch_loss", last.get("loss")),
+            "domains": [d.get("name", "?") for d in pre.get("domains", [])]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", action="append", required=True, metavar="LABEL=DIR")
+    p.add_argument("--dataset", action="append", required=True, metavar="NAME=DIR")
+    p.add_argument("--finetuned", action="append", default=[], metavar="NAME=ARCHIVE_MODEL_DIR",
+                   help="DATASET_NAME=an archive's DATASET/MODEL folder (its seed*/test_ranks.npy): a fine-tuned row on that dataset")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--note", default="")
+    p.add_argument("--out", default="results/analyses/zero_shot")
+    args = p.parse_args(argv)
+    import torch
+
+    from unisrec.benchmark.significance import compare, per_user_metric
+    from unisrec.data.dataset import Dataset
+    from unisrec.evaluation.metrics import metrics_from_ranks
+    from unisrec.models.popularity import popularity_ranks
+
+    torch.set_num_threads(args.threads)
+    ckpts, datasets = pairs(args.checkpoint, "--checkpoint"), pairs(args.dataset, "--dataset")
+    finetuned = {name: path for name, path in pairs(args.finetuned, "--finetuned")}
+    result: dict = {"checkpoints": {label: {"dir": benchlib.display_path(d), **checkpoint_facts(d)} for label, d in ckpts},
+                    "datasets": {}}
+    for name, ds_dir in datasets:
+        t0 = time.time()
+        scored = {label: checkpoint_ranks(d, ds_dir) for label, d in ckpts}
+        ranks = {label: r for label, (r, _) in scored.items()}
+        top10_pop = {label: pop for label, (_, pop) in scored.items()}
+        ranks["popularity"] = popularity_ranks(Dataset.load(ds_dir), "test")
+        top10_pop["popularity"] = top10_popularity_of_popularity(ds_dir)
+        per_user = {label: {k: per_user_metric(r, k) for k in METRICS} for label, r in ranks.items()}
+        rows = {label: metrics_from_ranks(r) for label, r in ranks.items()}
+        seeds = None
+        if name in finetuned:
+            seed_ranks = sorted(Path(finetuned[name]).glob("seed*/test_ranks.npy"))
+            seeds = [int(f.parent.name[4:]) for f in seed_ranks]
+            loaded = [np.load(f) for f in seed_ranks]
+            label = f"fine-tuned ({Path(finetuned[name]).name.replace('_', ' ')})"
+            per_user[label] = {k: np.mean([per_user_metric(r, k) for r in loaded], axis=0) for k in METRICS}
+            rows[label] = {k: float(per_user[label][k].mean()) for k in METRICS}
+        first = ckpts[0][0]
+        tests = [{**compare(first, per_user[first][k], other, per_user[other][k]), "metric": k}
+                 for other in per_user if other != first for k in ("recall@10", "ndcg@10")]
+        targets = Dataset.load(ds_dir).examples("test", 1)[2]
+        from unisrec.models.popularity import popularity_counts
+
+        target_pop = float(popularity_counts(Dataset.load(ds_dir))[targets].mean())
+        result["datasets"][name] = {"dir": benchlib.display_path(ds_dir), "rows": rows, "tests": tests,
+                                    "top10_popularity": top10_pop, "target_popularity": target_pop,
+                                    "test_users": int(len(ranks["popularity"])), "finetuned_seeds": seeds,
+                                    "seconds": time.time() - t0}
+        print(f"{name}: " + "; ".join(f"{k} {v['recall@10']:.4f}" for k, v in rows.items()), flush=True)
+
+    md = ["# Zero-shot transfer: pre-trained checkpoints ranking other domains by item text", ""]
+    if args.note:
+        md += [args.note, ""]
+    md += ["Checkpoints (`unisrec pretrain` outputs; evaluated as `unisrec evaluate DIR --dataset DATASET`):", "",
+           "| checkpoint | folder | pre-training domains | batch | lr | epochs | steps | last loss |", "|---|---|---|---|---|---|---|---|"]
+    for label, c in result["checkpoints"].items():
+        loss = f"{c['last_loss']:.4f}" if isinstance(c["last_loss"], (int, float)) else "–"
+        md.append(f"| {label} | `{c['dir']}` | {', '.join(c['domains']) or '–'} | {c['batch_size']} | {c['lr']} | "
+                  f"{c['epochs_done']:.2f} | {c['steps']} | {loss} |")
+    for name, d in result["datasets"].items():
+        pop = d["rows"]["popularity"]["recall@10"]
+        md += ["", f"## {name} (`{d['dir']}`, {d['test_users']:,} test users, full ranking)", "",
+               "| ranking | " + " | ".join(SHORT[k] for k in METRICS) + " | R@10 / popularity's | popularity of its top 10 |",
+               "|---|" + "---|" * (len(METRICS) + 2)]
+        for label, row in d["rows"].items():
+            extra = f" ({len(d['finetuned_seeds'])} seeds)" if label.startswith("fine-tuned") else ""
+            tp = d["top10_popularity"].get(label)
+            md.append(f"| {label}{extra} | " + " | ".join(f"{row[k]:.4f}" for k in METRICS) + f" | {row['recall@10'] / pop:.2f}x | "
+                      + ("–" if tp is None else f"{tp:.1f}") + " |")
+        md += ["", f"Popularity of its top 10 = mean training-part interaction count of the 10 items a ranking puts first, "
+               f"over the first 2,000 test users (popularity: the 10 most-bought items); a test target's is {d['target_popularity']:.1f} on average."]
+        md += ["", f"Paired one-sided t-tests against {ckpts[0][0]} (per test user; p < 0.01 = significant):", "",
+               "| metric | better | worse | mean better | mean worse | p | p < 0.01 |", "|---|---|---|---|---|---|---|"]
+        for t in d["tests"]:
+            md.append(f"| {SHORT[t['metric']]} | {t['better']} | {t['worse']} | {t['mean_better']:.4f} | {t['mean_worse']:.4f} | "
+                      f"{t['p']:.2e} | {'yes' if t['significant'] else 'no'} |")
+    md += ["", f"Command: `{benchlib.reproduce_command(__file__, argv)}`"]
+    benchlib.write_result(args.out, result, md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
