@@ -91,7 +91,8 @@ def unfinished_model_dir(path: Path) -> str | None:
     now, or a run that has not finished (a resume state and neither ``metrics.json`` nor a
     pre-training's ``done.json``): its weights are an intermediate checkpoint."""
     if not (path / "config.json").is_file():
-        return "not found (train or pre-train it first)"
+        where = "" if path.is_absolute() else " beside the spec nor in the current folder"
+        return f"not found{where} (train or pre-train it first)"
     if not (path / "model.safetensors").is_file():
         return "holds no model.safetensors (an archived cell keeps no weights: train it again into a run folder)"
     if pid := lock_holder(path):
