@@ -19,4 +19,4 @@ UNISREC="${UNISREC:-unisrec}"
   --title "Ablation (the paper's Fig. 3), Scientific -- partial: the checkpoints without S-S, S-I, PW, MoE are not pre-trained yet" \
   --note "2-core CPU, 1 thread per run, two other 1-thread jobs running. UniSRec = fine-tuned (inductive) from the Games checkpoint of configs/benchmarks/pretrain.yaml (8 epochs at batch 8,192); without PT = from scratch; without FT = that checkpoint ranking Scientific by item text, no fine-tuning; Popularity = control. The UniSRec and without-PT cells are the Table 3 campaign's UniSRec_t (pre-trained) and UniSRec_t cells (the same command; copied, not retrained). Zero-shot in detail: zero_shot.md."
 PYTHON="${PYTHON:-python}"
-"$PYTHON" benchmarks/longtail_page.py --dataset '$UNISREC_DATA/scientific'  # needs the dataset ($UNISREC_DATA)
+"$PYTHON" benchmarks/longtail_page.py --dataset '$UNISREC_DATA/scientific' --models 'UniSRec_t+ID (pre-trained),UniSRec_t (pre-trained),UniSRec_t+ID,UniSRec_t'  # needs the dataset ($UNISREC_DATA)
