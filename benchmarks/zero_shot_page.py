@@ -68,6 +68,18 @@ def checkpoint_ranks(ckpt: str, dataset: str, sample: int = 2000) -> tuple[np.nd
     return ranks, float(counts[top].mean())
 
 
+def archive_label(model_dir: Path) -> str:
+    """The spec's label of an archive's ``DATASET/MODEL`` folder (``UniSRec_t_(pre-trained)`` ->
+    ``UniSRec_t (pre-trained)``), from the archive's benchmark.json; the folder name otherwise."""
+    summary = model_dir.parent.parent / "benchmark.json"
+    if summary.is_file():
+        models = json.loads(summary.read_text()).get("spec", {}).get("models", {})
+        for label, entry in models.items():
+            if entry.get("folder", label) == model_dir.name:
+                return label
+    return model_dir.name
+
+
 def top10_popularity_of_popularity(dataset: str) -> float:
     from unisrec.data.dataset import Dataset
     from unisrec.models.popularity import popularity_counts
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             seed_ranks = sorted(Path(finetuned[name]).glob("seed*/test_ranks.npy"))
             seeds = [int(f.parent.name[4:]) for f in seed_ranks]
             loaded = [np.load(f) for f in seed_ranks]
-            label = f"fine-tuned ({Path(finetuned[name]).name.replace('_', ' ')})"
+            label = f"fine-tuned ({archive_label(Path(finetuned[name]))})"
             per_user[label] = {k: np.mean([per_user_metric(r, k) for r in loaded], axis=0) for k in METRICS}
             rows[label] = {k: float(per_user[label][k].mean()) for k in METRICS}
         first = ckpts[0][0]
