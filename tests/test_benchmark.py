@@ -308,6 +308,8 @@ def test_zero_shot_and_popularity_cells_rank_without_training(tmp_path, monkeypa
     assert "| Popularity | 1 | – (no training) | popularity: no training |" in page
     with pytest.raises(UserError, match="zero-shot evaluates the model directory named in 'from'"):
         spec_from_dict({"datasets": {"t": str(target)}, "models": {"Z": {"model": "zero-shot"}}})
+    with pytest.raises(UserError, match="trains nothing; it takes only device, eval_batch_size, threads, not lr"):
+        spec_from_dict({"datasets": {"t": str(target)}, "models": {"P": {"model": "popularity", "lr": 0.1}}})
     with pytest.raises(UserError, match="takes no 'from'"):
         spec_from_dict({"datasets": {"t": str(target)}, "models": {"P": {"model": "popularity", "from": str(ckpt)}}})
 

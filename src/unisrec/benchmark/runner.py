@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from unisrec.benchmark.spec import BenchmarkSpec, DatasetEntry, ModelEntry
+from unisrec.benchmark.spec import POPULARITY, BenchmarkSpec, DatasetEntry, ModelEntry
 from unisrec.data.output import lock_holder
 from unisrec.errors import UserError
 
@@ -242,7 +242,7 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
         torch.set_num_threads(threads)
     t0 = time.time()
     with writer_lock(output):
-        if model.model == "popularity":
+        if model.model == POPULARITY:
             ds = Dataset.load(dataset_dir)
             ranks = {split: popularity_ranks(ds, split) for split in ("valid", "test")}
             what = {"model_type": "popularity"}

@@ -13,14 +13,15 @@
       UniSRec_t (pre-trained): {model: finetune, mode: inductive, from: ckpt/pre}
       UniSRec-PT: {model: pretrain, source: [scientific], epochs: 8}     # `unisrec pretrain`
 
-A model entry's keys: ``model`` (a registered name, ``finetune``, or ``pretrain``: a `unisrec
+A model entry's keys: ``model`` (a registered name, ``finetune``, ``pretrain``: a `unisrec
 pretrain` checkpoint of the cell's dataset plus its ``source`` datasets, which other specs name in
-``from``; it is finished when its ``done.json`` is written), ``from`` (the model directory
-to start from -- or, for ``model: zero-shot``, to evaluate on the cell's dataset by item text, training
-nothing (the paper's "w/o fine-tuning"); ``model: popularity`` is the popularity ranking; both are
-deterministic cells, every seed the same numbers, and take only ``device`` / ``eval_batch_size`` /
-``threads`` of the options: a `unisrec pretrain` checkpoint for ``finetune`` (``--from``), else a model trained
-on another domain, e.g. a source-trained ZESRec (``--init-from``); relative to the spec's folder when
+``from``, finished when its ``done.json`` is written, ``zero-shot`` (rank
+the cell's dataset with the ``from`` model by item text, training nothing: the paper's "w/o
+fine-tuning"), or ``popularity`` (the popularity ranking) -- these two are deterministic cells, every
+seed the same numbers, taking only the ``device`` / ``eval_batch_size`` / ``threads`` options --),
+``from`` (the model directory to start from: a `unisrec pretrain` checkpoint for ``finetune``
+(``--from``), else a model trained on another domain, e.g. a source-trained ZESRec
+(``--init-from``); the model to evaluate for ``zero-shot``; relative to the spec's folder when
 found there, else to the current folder), ``unfreeze_all`` (finetune only), ``role`` (``ours`` = a UniSRec column, ``baseline``, or ``control``: a diagnostic
 variant -- e.g. a baseline with one of its parts switched off -- reported and tested against ours,
 never counted as the best baseline nor ranked), ``paper`` (the paper's Table 3
@@ -188,7 +189,11 @@ def _model_entry(label: str, raw: Any, base: Path | None, common: dict[str, Any]
     if model == POPULARITY and pretrained:
         raise UserError(f"{where}: model: popularity counts the cell's own training part; it takes no 'from'")
     if model in EVALUATE_ONLY:  # nothing trains: the spec's common training options do not apply
-        options = {k: v for k, v in options.items() if k in ("device", "eval_batch_size", "threads")}
+        kept = ("device", "eval_batch_size", "threads")
+        own = set(raw.get("options") or {}) | {k for k in raw if k not in ENTRY_KEYS}
+        if wrong := sorted(k for k in own if k not in kept):
+            raise UserError(f"{where}: model: {model} trains nothing; it takes only {', '.join(kept)}, not {', '.join(wrong)}")
+        options = {k: v for k, v in options.items() if k in kept}
     if pretrained and "init_from" in options:
         raise UserError(f"{where}: 'from' and 'init_from' name the same thing; keep one")
     if pretrained:
