@@ -43,20 +43,18 @@ def pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
     return out
 
 
-def checkpoint_ranks(ckpt: str, dataset: str, sample: int = 2000) -> tuple[np.ndarray, float]:
+def checkpoint_ranks(ckpt: str, dataset: str, counts: np.ndarray, sample: int = 2000) -> tuple[np.ndarray, float]:
     """Test ranks of ``dataset``'s users under checkpoint ``ckpt`` (zero-shot, by item text), and the
-    mean training-part popularity (interaction count) of the top-10 items it recommends to the first
-    ``sample`` test users: how far the ranking leans to popular items."""
+    mean training-part popularity (``counts``: interactions per item) of the top-10 items it
+    recommends to the first ``sample`` test users: how far the ranking leans to popular items."""
     import torch
 
     from unisrec.evaluation.cli import load_for_evaluation
     from unisrec.evaluation.metrics import model_ranks
-    from unisrec.models.popularity import popularity_counts
 
     model, ds, dev = load_for_evaluation(ckpt, dataset, "cpu")
     ranks = model_ranks(model, ds, "test", 1024, dev)
     hist, lens, _ = ds.examples("test", int(model.max_seq_length))
-    counts = popularity_counts(ds)
     with torch.no_grad():
         model.eval()
         table = model.item_representations()
@@ -78,14 +76,6 @@ def archive_label(model_dir: Path) -> str:
             if entry.get("folder", label) == model_dir.name:
                 return label
     return model_dir.name
-
-
-def top10_popularity_of_popularity(dataset: str) -> float:
-    from unisrec.data.dataset import Dataset
-    from unisrec.models.popularity import popularity_counts
-
-    counts = popularity_counts(Dataset.load(dataset))
-    return float(np.sort(counts[1:])[-10:].mean())
 
 
 def checkpoint_facts(ckpt: str) -> dict:
@@ -116,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from unisrec.benchmark.significance import compare, per_user_metric
     from unisrec.data.dataset import Dataset
     from unisrec.evaluation.metrics import metrics_from_ranks
-    from unisrec.models.popularity import popularity_ranks
+    from unisrec.models.popularity import popularity_counts, popularity_ranks
 
     torch.set_num_threads(args.threads)
     ckpts, datasets = pairs(args.checkpoint, "--checkpoint"), pairs(args.dataset, "--dataset")
@@ -125,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                     "datasets": {}}
     for name, ds_dir in datasets:
         t0 = time.time()
-        scored = {label: checkpoint_ranks(d, ds_dir) for label, d in ckpts}
+        ds = Dataset.load(ds_dir)
+        counts = popularity_counts(ds)
+        scored = {label: checkpoint_ranks(d, ds_dir, counts) for label, d in ckpts}
         ranks = {label: r for label, (r, _) in scored.items()}
         top10_pop = {label: pop for label, (_, pop) in scored.items()}
-        ranks["popularity"] = popularity_ranks(Dataset.load(ds_dir), "test")
-        top10_pop["popularity"] = top10_popularity_of_popularity(ds_dir)
+        ranks["popularity"] = popularity_ranks(ds, "test")
+        top10_pop["popularity"] = float(np.sort(counts[1:])[-10:].mean())  # the 10 most-bought items
         per_user = {label: {k: per_user_metric(r, k) for k in METRICS} for label, r in ranks.items()}
         rows = {label: metrics_from_ranks(r) for label, r in ranks.items()}
         seeds = None
@@ -143,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         first = ckpts[0][0]
         tests = [{**compare(first, per_user[first][k], other, per_user[other][k]), "metric": k}
                  for other in per_user if other != first for k in ("recall@10", "ndcg@10")]
-        targets = Dataset.load(ds_dir).examples("test", 1)[2]
-        from unisrec.models.popularity import popularity_counts
-
-        target_pop = float(popularity_counts(Dataset.load(ds_dir))[targets].mean())
+        target_pop = float(counts[ds.examples("test", 1)[2]].mean())
         result["datasets"][name] = {"dir": benchlib.display_path(ds_dir), "rows": rows, "tests": tests,
                                     "top10_popularity": top10_pop, "target_popularity": target_pop,
                                     "test_users": int(len(ranks["popularity"])), "finetuned_seeds": seeds,

@@ -175,12 +175,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.model or not args.dataset or args.by_popularity or args.compare or args.plot or args.boundaries:
             raise UserError("--popularity ranks --dataset DIR by item counts: give --dataset and no MODEL_DIR nor long-tail options")
         from unisrec.data.dataset import Dataset
-        from unisrec.evaluation.metrics import metrics_from_ranks
-        from unisrec.models.popularity import popularity_ranks
+        from unisrec.models.popularity import evaluate_popularity
 
-        metrics = metrics_from_ranks(popularity_ranks(Dataset.load(args.dataset), args.split), parse_ks(args.ks))
-        args.model = f"popularity of {args.dataset}"
-        return _print_metrics(args, metrics)
+        metrics = evaluate_popularity(Dataset.load(args.dataset), args.split, parse_ks(args.ks))
+        return _print_metrics(args, metrics, f"popularity of {args.dataset}")
     if not args.model:
         raise UserError("evaluate needs MODEL_DIR (or --popularity --dataset DIR)")
     if args.by_popularity or args.compare or args.plot or args.boundaries:
@@ -188,14 +186,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         return run_cli(args, parse_ks(args.ks))
     metrics = evaluate_dir(args.model, args.split, parse_ks(args.ks), args.dataset, args.device, args.batch_size)
-    return _print_metrics(args, metrics)
+    return _print_metrics(args, metrics, args.model)
 
 
-def _print_metrics(args: argparse.Namespace, metrics: dict) -> int:
+def _print_metrics(args: argparse.Namespace, metrics: dict, what: str) -> int:
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
     else:
-        print(f"{args.model} ({args.split}, full ranking)")
+        print(f"{what} ({args.split}, full ranking)")
         for k, v in metrics.items():
             print(f"  {k:<10} {v:.4f}")
     return 0
