@@ -52,9 +52,9 @@ def build_tasks(spec_path: str, dataset: str, seed: int, threads: int, only: lis
         net.to(device)
         task = net.joint_task(ds, sources, train, device) if sources else SupervisedTask(net, ds, train, device)
         module = getattr(task, "module", net)
-        tasks[label] = (task, module, train.batching)
+        tasks[label] = (task, module, train.batching, train.precision)
         if hasattr(net, "pretraining_task") and (pre := net.pretraining_task(ds, train, device)) is not None:
-            tasks[f"{label} (pre-training)"] = (pre, getattr(pre, "module", net), "pre-training")
+            tasks[f"{label} (pre-training)"] = (pre, getattr(pre, "module", net), "pre-training", train.precision)
     return tasks
 
 
@@ -71,23 +71,26 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from unisrec.training.loop import step_precision
+
     torch.set_num_threads(args.threads)
     only = None if not args.models else sorted({*args.models.split(","), "SASRec"})
     tasks = build_tasks(args.spec, args.dataset, args.seed, args.threads, only)
     if "SASRec" not in tasks:
         raise SystemExit("the spec needs a SASRec row: every epoch is reported as a ratio to SASRec's")
     state = {}
-    for label, (task, module, batching) in tasks.items():
+    for label, (task, module, batching, precision) in tasks.items():
         batches = task.batches(0)
         opt = torch.optim.Adam([q for q in module.parameters() if q.requires_grad], lr=1e-3)
-        state[label] = {"batches": batches, "opt": opt, "cpu": [], "wall": [], "batching": batching}
+        state[label] = {"batches": batches, "opt": opt, "cpu": [], "wall": [], "batching": batching, "precision": precision}
     rounds = args.steps + 1
     for r in range(rounds):
-        for label, (task, module, _) in tasks.items():
+        for label, (task, module, _, precision) in tasks.items():
             s = state[label]
             batch = s["batches"][r % len(s["batches"])]
             c, w = time.process_time(), time.perf_counter()
-            loss, _, _ = task.step_loss(batch)
+            with step_precision(torch.device("cpu"), precision):  # as the training loop runs the step
+                loss, _, _ = task.step_loss(batch)
             s["opt"].zero_grad(set_to_none=True)
             loss.backward()
             s["opt"].step()
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for label, s in state.items():
         n = len(s["batches"])
-        rows[label] = {"batching": s["batching"], "steps_per_epoch": n,
+        rows[label] = {"batching": s["batching"], "precision": s["precision"], "steps_per_epoch": n,
                        "step_cpu_s": float(np.median(s["cpu"])), "step_wall_s": float(np.median(s["wall"])),
                        "epoch_cpu_s": float(np.median(s["cpu"])) * n, "epoch_wall_s": float(np.median(s["wall"])) * n}
     ref = rows["SASRec"]
@@ -113,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
           f"epoch 0 (forward, backward, Adam), the models taking turns; epoch = median of {args.steps} steps x steps "
           "per epoch (validation excluded). CPU seconds = what one idle core takes; ratios are to SASRec in this same "
           f"run. Load average at the end: {', '.join(f'{x:.1f}' for x in result['load_average_at_end'])} (2 cores).", "",
-          "| model | batching | steps / epoch | s / step (CPU) | epoch CPU s | x SASRec (CPU) | epoch wall s | x SASRec (wall) |",
-          "|---|---|---:|---:|---:|---:|---:|---:|"]
+          "| model | batching | precision | steps / epoch | s / step (CPU) | epoch CPU s | x SASRec (CPU) | epoch wall s | x SASRec (wall) |",
+          "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for label, row in rows.items():
-        md.append(f"| {label} | {row['batching']} | {row['steps_per_epoch']} | {row['step_cpu_s']:.2f} | "
+        md.append(f"| {label} | {row['batching']} | {row['precision']} | {row['steps_per_epoch']} | {row['step_cpu_s']:.2f} | "
                   f"{row['epoch_cpu_s']:.1f} | {row['ratio_cpu']:.2f} | {row['epoch_wall_s']:.1f} | {row['ratio_wall']:.2f} |")
     text = "\n".join(md) + "\n"
     print(text)

@@ -10,10 +10,17 @@ caps, checkpoints (``training.state``) and the per-epoch log (``training.log``).
 * ``step_loss(batch) -> (loss, examples, extra scalars to average)``;
 * ``validate() -> metrics or None`` after each full epoch (None: no validation, no early stopping);
 * ``checkpointed(run)``: called after each checkpoint on the main process (e.g. to export weights).
+
+``LoopSettings.precision = "bfloat16"`` runs each step's forward pass (the task's ``step_loss``) under
+``torch.autocast``: matrix products in bfloat16, losses, softmax and normalisation in float32 (autocast's
+own op lists); the weights, Adam's state, backward's accumulation into them, validation and test stay
+float32. On CPUs with AVX512-BF16 (or AMX) the products run several times faster (docs/training.md
+"Precision").
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -38,6 +45,14 @@ class LoopSettings:
     time_limit_at: Literal["epoch", "step"] = "epoch"
     save_every: int = 1  # checkpoint every N full epochs (and whenever the run stops)
     key_metric: str = "ndcg@10"  # early stopping watches this validation metric
+    precision: Literal["float32", "bfloat16"] = "float32"  # of the forward pass; weights stay float32
+
+
+def step_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context a training step's forward pass runs in: autocast to bfloat16, or nothing."""
+    if precision == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -89,7 +104,8 @@ def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settin
         stopped_by = step_cap(run, settings, ctx, t_start, first_step)
         if stopped_by:
             break
-        loss, n, extras = task.step_loss(batch)
+        with step_precision(ctx.device, settings.precision):
+            loss, n, extras = task.step_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -114,7 +114,8 @@ def fit(model: Any, dataset: Any, config: TrainConfig, output: str | os.PathLike
     log.start(run.global_step if saved is not None else None)
     if hasattr(task, "describe"):  # a joint task names its domains and overlapping users
         log.say(task.describe())
-    settings = LoopSettings(config.epochs, time_limit_minutes=config.time_limit_minutes, key_metric=config.key_metric)
+    settings = LoopSettings(config.epochs, time_limit_minutes=config.time_limit_minutes, key_metric=config.key_metric,
+                            precision=config.precision)
     elapsed0 = run.elapsed
     reason, new_best = train_loop(task, module, optimizer, run, settings, ctx, log, output)
     best = new_best or best
@@ -304,7 +305,7 @@ def run_pretraining_stage(model: Any, dataset: Any, config: TrainConfig, output:
         run, _ = restore_run_state(output, task.module, optimizer, ctx)
         log.say(f"resuming the pre-training stage in {output} after epoch {run.epoch}")
     log.start(run.global_step if saved is not None else None)
-    settings = LoopSettings(task.epochs, time_limit_minutes=task.time_limit_minutes)
+    settings = LoopSettings(task.epochs, time_limit_minutes=task.time_limit_minutes, precision=config.precision)
     reason, _ = train_loop(task, task.module, optimizer, run, settings, ctx, log, output)
     save_safetensors(cpu_state(model), output / "model.safetensors")
     info = {"stop_reason": reason, "epochs_run": run.epoch, "steps": run.global_step, "seconds": run.elapsed}
