@@ -127,6 +127,16 @@ def test_finished_cell_trained_with_other_options_is_reported_stale_never_retrai
     assert {p: p.read_bytes() for p in runs.glob("toy/*/seed*/*") if p.is_file()} == files  # nothing rewritten or deleted
     report = render_markdown(build_report(runs))
     assert report.count("finished before with other options: lr 0.003 -> 0.01") == 4
+    # an option the cells' config.json does not record (added after they ran) counts as its default
+    for cfg_file in runs.glob("toy/SASRec/seed*/config.json"):
+        stored = json.loads(cfg_file.read_text())
+        assert stored["training"].pop("precision") == "float32"
+        cfg_file.write_text(json.dumps(stored))
+    bf16 = toy_spec(toy, options={**TINY, "precision": "bfloat16"})
+    summary = runner.run_benchmark(bf16, runs, threads=1, isolate=False, say=said.append)
+    stale = {(c["model"], c["seed"]): c["message"] for c in summary["cells"] if c["status"] == "stale"}
+    assert set(stale) == {("SASRec", 1), ("SASRec", 2), ("UniSRec_t", 1), ("UniSRec_t", 2)}
+    assert all(m.endswith("precision 'float32' -> 'bfloat16'") for m in stale.values()), stale
     # the spec the cells were trained with: skipped again, nothing flagged (restores the summary for later tests)
     summary = runner.run_benchmark(spec, runs, threads=1, isolate=False, say=said.append)
     assert {c["status"] for c in summary["cells"] if c["model"] != "Later"} == {"skipped"}

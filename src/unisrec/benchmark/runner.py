@@ -169,7 +169,9 @@ def _leaves(tree: Any) -> dict[str, Any]:
 def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
     """``["batch_size 2048 -> 512", ...]``: options the spec sets for ``cell`` (and its seed) that the
     finished cell's ``config.json`` records with another value. Only options the spec names are
-    compared: a default that changed since (e.g. the evaluation batch) does not make a cell stale."""
+    compared: a default that changed since (e.g. the evaluation batch) does not make a cell stale. An
+    option the cell's config.json does not record did not exist when it ran, so it ran as that
+    option's default (e.g. ``precision: bfloat16`` against a cell trained before the option: float32)."""
     import dataclasses
 
     if cell.model.trains_nothing:  # nothing trained, so no training option to differ
@@ -181,7 +183,12 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
     except (OSError, ValueError, AttributeError):
         return []  # no readable config.json: nothing to compare (metrics.json alone marks it finished)
     train, config = cell_configs(cell.model, cell.seed, threads)
-    wanted = json.loads(json.dumps({**_leaves(dataclasses.asdict(config)), **_leaves(dataclasses.asdict(train))}, default=str))
+
+    def leaves(train: Any, config: Any) -> dict[str, Any]:
+        return json.loads(json.dumps({**_leaves(dataclasses.asdict(config)), **_leaves(dataclasses.asdict(train))}, default=str))
+
+    wanted, default = leaves(train, config), leaves(type(train)(), type(config)())
+    have = {**{k: default[k] for k in default if k not in have}, **have}
     keys = [k.replace("-", "_") for k in cell.model.options] + ["seed"]
     return [f"{k} {have[k]!r} -> {wanted[k]!r}" for k in keys if k in have and k in wanted and have[k] != wanted[k]]
 
