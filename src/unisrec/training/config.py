@@ -15,8 +15,8 @@ from unisrec.errors import UserError
 Batching = Literal["last-item", "every-position", "cloze", "cloze-prefix"]
 Precision = Literal["float32", "bfloat16"]
 PRECISION_HELP = ("float32 (the paper's) or bfloat16: each step's forward pass under autocast (matrix products in "
-                  "bfloat16; weights, optimizer state, validation and test stay float32): ~1.5x faster steps on CPUs "
-                  "with AVX512-BF16 or AMX and on recent GPUs, slower on CPUs without (docs/training.md \"Precision\")")
+                  "bfloat16; weights, optimizer state, validation and test stay float32): 1.3-2.1x faster epochs on "
+                  "CPUs with AVX512-BF16 (measured) or AMX and on recent GPUs, slower on CPUs without (docs/training.md \"Precision\")")
 
 
 @dataclass

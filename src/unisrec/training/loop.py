@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 
 from unisrec.errors import UserError
+from unisrec.training.config import Precision
 from unisrec.training.distributed import DistContext
 from unisrec.training.log import RunLog
 from unisrec.training.state import RunState, capture_rng, cpu_state, save_run_state
@@ -45,7 +46,7 @@ class LoopSettings:
     time_limit_at: Literal["epoch", "step"] = "epoch"
     save_every: int = 1  # checkpoint every N full epochs (and whenever the run stops)
     key_metric: str = "ndcg@10"  # early stopping watches this validation metric
-    precision: Literal["float32", "bfloat16"] = "float32"  # of the forward pass; weights stay float32
+    precision: Precision = "float32"  # of the forward pass; weights stay float32
 
 
 def step_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

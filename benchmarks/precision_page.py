@@ -1,0 +1,154 @@
+"""bfloat16 vs float32 training at convergence: is `--precision bfloat16` the same model, faster?
+
+Reads a run tree of `configs/benchmarks/precision.yaml` (e.g. its archive results/precision/cells):
+every model label ``X`` with a twin ``X (bfloat16)``. Per dataset and pair, on the seeds both have:
+
+* seed means +- sample std of test R@10, N@10, R@50, N@50, the relative difference of the means and
+  whether it is within +-M% (``--margin``, default 3: the bar the fast path met against the paper's
+  batching, on 3-seed means), beside float32's own seed-to-seed spread (std as a share of its mean);
+* the per-user view: the difference bfloat16 - float32 of each test user's value (averaged over the
+  seeds), its two-sided paired t-test and 95% confidence interval as a share of float32's mean (it
+  holds the seeds fixed, so it shows how far the two runs differ, not how far seeds do);
+* epochs run, best epoch and the median training-epoch seconds the cells logged (wall time under
+  whatever else ran: see ``--speed`` for a same-process ratio);
+* with ``--speed FILE.json`` (written by ``benchmarks/baseline_epoch_speed.py`` on the same spec):
+  the same-process, round-robin epoch-time ratio float32 / bfloat16 of each pair.
+
+    python benchmarks/precision_page.py results/precision/cells \\
+        --speed results/precision/epoch_speed_scientific.json --out results/precision/precision
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+import benchlib
+
+METRICS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50")
+SHORT = {"recall@10": "R@10", "ndcg@10": "N@10", "recall@50": "R@50", "ndcg@50": "N@50"}
+SUFFIX = " (bfloat16)"
+
+
+def equivalence(fp32_ranks: list[str], bf16_ranks: list[str], metric: str, margin: float) -> dict:
+    """Per-user paired comparison of the two precisions' seed-averaged values of ``metric``."""
+    from scipy import stats
+
+    from unisrec.benchmark.significance import seed_averaged
+
+    a = seed_averaged([np.load(p) for p in fp32_ranks], metric)
+    b = seed_averaged([np.load(p) for p in bf16_ranks], metric)
+    d = b - a
+    n, base = len(d), float(a.mean())
+    half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    p = float(stats.ttest_rel(b, a).pvalue) if np.any(d != 0) else 1.0
+    lo, hi = (float(d.mean()) - half) / base, (float(d.mean()) + half) / base
+    return {"fp32": base, "bf16": float(b.mean()), "diff": float(d.mean()), "p_two_sided": p, "n_users": n,
+            "ci95_rel": [lo, hi], "within_margin": bool(abs(float(d.mean())) <= margin / 100 * base)}
+
+
+def pair_rows(cells: str, margin: float) -> list[dict]:
+    """One row per (dataset, float32 label) whose bfloat16 twin has finished seeds."""
+    from unisrec.benchmark.report import collect
+
+    rows = []
+    for ds, data in collect(cells).items():
+        models = data["models"]
+        for label, fp32 in models.items():
+            twin = models.get(label + SUFFIX)
+            if label.endswith(SUFFIX) or twin is None:
+                continue
+            done = {side: {r["seed"]: r for r in m["runs"] if r["metrics"] and r["test_ranks"]}
+                    for side, m in (("fp32", fp32), ("bf16", twin))}
+            seeds = sorted(set(done["fp32"]) & set(done["bf16"]))
+            if not seeds:
+                continue
+            row = {"dataset": ds, "model": label, "seeds": seeds, "metrics": {}, "runs": {}}
+            for side in ("fp32", "bf16"):
+                ms = [done[side][s]["metrics"] for s in seeds]
+                row["runs"][side] = {
+                    "test": {m: [x["test"][m] for x in ms] for m in METRICS},
+                    "epochs_run": [x["epochs_run"] for x in ms], "best_epoch": [x["best_epoch"] for x in ms],
+                    "median_epoch_seconds": [x.get("median_epoch_seconds") for x in ms],
+                }
+            for m in METRICS:
+                row["metrics"][m] = equivalence([done["fp32"][s]["test_ranks"] for s in seeds],
+                                                [done["bf16"][s]["test_ranks"] for s in seeds], m, margin)
+            rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], margin: float, command: str) -> list[str]:
+    md = ["# bfloat16 vs float32 training at convergence (fast path)", "",
+          "Each pair: the same model, options and seeds, trained to early stopping with float32 and with "
+          "`--precision bfloat16` (the forward pass under autocast; weights, optimizer, validation and test in "
+          "float32; docs/training.md \"Precision\"). Test metrics: seed mean +- sample std; difference = of the seed "
+          f"means, **yes** when within +-{margin:g}% of float32's; float32's seed spread = its sample std as a share "
+          "of its mean (how far seeds alone move it). Per user: the difference bfloat16 - float32 of each test user's "
+          "seed-averaged value, its two-sided paired t-test p and 95% confidence interval as a share of float32's "
+          "mean (seeds held fixed).", ""]
+    for row in rows:
+        md += [f"## {row['dataset']}: {row['model']} (seeds {', '.join(map(str, row['seeds']))})", "",
+               f"| metric | float32 | bfloat16 | difference | within +-{margin:g}% | float32's seed spread | "
+               "per-user p (two-sided) | per-user 95% CI |", "|---|---|---|---|---|---|---|---|"]
+        for m in METRICS:
+            e = row["metrics"][m]
+            f32_mean, f32_std = benchlib.mean_std(row["runs"]["fp32"]["test"][m])
+            b16 = benchlib.fmt_mean_std(*benchlib.mean_std(row["runs"]["bf16"]["test"][m]))
+            spread = "-" if f32_std is None else f"{100 * f32_std / f32_mean:.1f}%"
+            lo, hi = e["ci95_rel"]
+            md.append(f"| {SHORT[m]} | {benchlib.fmt_mean_std(f32_mean, f32_std)} | {b16} | {100 * e['diff'] / e['fp32']:+.1f}% | "
+                      f"{'**yes**' if e['within_margin'] else 'no'} | {spread} | {e['p_two_sided']:.3f} | "
+                      f"[{100 * lo:+.1f}%, {100 * hi:+.1f}%] |")
+        md.append("")
+        for side, name in (("fp32", "float32"), ("bf16", "bfloat16")):
+            r = row["runs"][side]
+            secs = [s for s in r["median_epoch_seconds"] if s is not None]
+            md.append(f"- {name}: epochs run {r['epochs_run']}, best epoch {r['best_epoch']}, median epoch "
+                      f"{', '.join(f'{s:.1f}' for s in secs)} s (logged wall time, machine shared)")
+        if "speed" in row:
+            s = row["speed"]
+            md.append(f"- same-process epoch time ({s['dataset']}, round-robin steps, CPU seconds): float32 "
+                      f"{s['epoch_cpu_s'][0]:.1f} s, bfloat16 {s['epoch_cpu_s'][1]:.1f} s: **{s['ratio_cpu']:.2f}x**")
+        md.append("")
+    md += ["Command: `" + command + "`", ""]
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cells", help="a run tree of configs/benchmarks/precision.yaml (its archive)")
+    p.add_argument("--speed", action="append", default=[], help="baseline_epoch_speed.py JSON of the same spec (repeatable: one per dataset)")
+    p.add_argument("--margin", type=float, default=3.0, help="equivalence margin in %% of float32's mean")
+    p.add_argument("--out", default=str(benchlib.RESULTS / "precision" / "precision"))
+    args = p.parse_args(argv)
+    speeds = {}
+    for path in args.speed:
+        s = json.loads(Path(path).read_text())
+        speeds[s["dataset"]] = s
+    rows = pair_rows(args.cells, args.margin)
+    for row in rows:
+        row.update(speed_of(row["model"], speeds.get(row["dataset"], {})))
+    if not rows:
+        raise SystemExit(f"{args.cells}: no model has finished float32 and bfloat16 cells on the same seeds")
+    command = benchlib.reproduce_command(__file__, argv)
+    benchlib.write_result(args.out, {"margin_percent": args.margin, "pairs": rows}, markdown(rows, args.margin, command))
+    print("\n".join(markdown(rows, args.margin, command)))
+    return 0
+
+
+def speed_of(label: str, speed: dict) -> dict:
+    """The pair's same-process epoch times from a baseline_epoch_speed.py result ({} if it lacks them)."""
+    sp = speed.get("rows", {})
+    if label not in sp or label + SUFFIX not in sp:
+        return {}
+    f32, b16 = sp[label]["epoch_cpu_s"], sp[label + SUFFIX]["epoch_cpu_s"]
+    return {"speed": {"epoch_cpu_s": [f32, b16], "ratio_cpu": f32 / b16, "dataset": speed.get("dataset")}}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
