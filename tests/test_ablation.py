@@ -263,14 +263,19 @@ def test_benchmark_specs_load_with_valid_options():
         assert spec.models["without FT"].pretrained == spec.models["UniSRec"].pretrained  # zero-shot of the same checkpoint
         assert [m.model for m in spec.models.values() if m.trains_nothing] == ["zero-shot", "popularity"]
     assert {m.pretrained for m in abl.models.values()} == {m.pretrained for m in abl_or.models.values()}
-    src = load_spec(root / "pretrain_sources.yaml")
-    assert list(src.models) == ["None", "Games", "Online Retail", "Games + Online Retail", "Scientific", "Games + Scientific"]
-    assert src.models["None"].pretrained is None
+    src, src_or = load_spec(root / "pretrain_sources.yaml"), load_spec(root / "pretrain_sources_online_retail.yaml")
+    assert src.models["None"].pretrained is None and src_or.models["None"].pretrained is None
     # each target's sources are the domains foreign to it
-    on = {d: [m.label for m in src.models.values() if m.runs_on(d)] for d in src.datasets}
+    on = {d: [m.label for m in s.models.values() if m.runs_on(d)] for s in (src, src_or) for d in s.datasets}
     assert on == {"scientific": ["None", "Games", "Online Retail", "Games + Online Retail"],
                   "online_retail_shuffled": ["None", "Games", "Scientific", "Games + Scientific"]}
-    for spec in (abl, abl_or, src):
+    # Online Retail's rows train as its Table 3 UniSRec_t cells do, so those cells can be shared
+    t3 = load_spec(root / "table3_online_retail.yaml")
+    assert cell_configs(src_or.models["None"], 2020) == cell_configs(t3.models["UniSRec_t"], 2020)
+    assert cell_configs(abl_or.models["without PT"], 2020) == cell_configs(t3.models["UniSRec_t"], 2020)
+    for start in (src_or.models["Games + Scientific"].pretrained, t3.models["UniSRec_t (pre-trained)"].pretrained):
+        assert start.endswith("runs/pretrain/games/full+scientific/seed2020")
+    for spec in (abl, abl_or, src, src_or):
         for m in spec.models.values():  # every option is a real flag of `unisrec finetune`
             if m.trains_nothing:
                 continue
