@@ -6,6 +6,7 @@
 #   configs/benchmarks/table3_scientific.yaml   -> results/table3/cells_scientific
 #   configs/benchmarks/fast_path_scientific.yaml -> results/every_position/cells_fast_path_scientific
 #   configs/benchmarks/ablation.yaml             -> results/analyses/cells_ablation_scientific
+#   configs/benchmarks/precision.yaml            -> results/precision/cells
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UNISREC="${UNISREC:-unisrec}"
@@ -20,3 +21,7 @@ UNISREC="${UNISREC:-unisrec}"
   --note "2-core CPU, 1 thread per run, two other 1-thread jobs running. UniSRec = fine-tuned (inductive) from the Games checkpoint of configs/benchmarks/pretrain.yaml (8 epochs at batch 8,192); without PT = from scratch; without FT = that checkpoint ranking Scientific by item text, no fine-tuning; Popularity = control. The UniSRec and without-PT cells are the Table 3 campaign's UniSRec_t (pre-trained) and UniSRec_t cells (the same command; copied, not retrained). Zero-shot in detail: zero_shot.md."
 PYTHON="${PYTHON:-python}"
 "$PYTHON" benchmarks/longtail_page.py --dataset '$UNISREC_DATA/scientific' --models 'UniSRec_t+ID (pre-trained),UniSRec_t (pre-trained),UniSRec_t+ID,UniSRec_t'  # needs the dataset ($UNISREC_DATA)
+"$PYTHON" benchmarks/precision_page.py results/precision/cells --speed results/precision/epoch_speed_scientific.json --speed results/precision/epoch_speed_online_retail.json
+"$UNISREC" benchmark report results/precision/cells --out results/precision/benchmark_precision \
+  --title "bfloat16 vs float32 training, fast path, through unisrec benchmark" \
+  --note "2-core CPU, 1 torch thread per run, two runs sharing the machine; every run early-stopped on valid NDCG@10 (patience 10). Each model twice: float32 and --precision bfloat16 (the forward pass under autocast); the float32 Scientific cells are the fast-path campaign's (every_position/cells_fast_path_scientific). The equivalence page is precision.md; the validation-curve PNGs show both precisions of each model on one figure."
