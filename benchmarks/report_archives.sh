@@ -4,6 +4,7 @@
 #   bash benchmarks/report_archives.sh
 # Each archive is filled by `unisrec benchmark run GRID.yaml --runs runs/NAME --threads 1 --archive ARCHIVE`:
 #   configs/benchmarks/table3_scientific.yaml   -> results/table3/cells_scientific
+#   configs/benchmarks/table3_online_retail.yaml -> results/table3/cells_online_retail
 #   configs/benchmarks/fast_path_scientific.yaml -> results/every_position/cells_fast_path_scientific
 #   configs/benchmarks/ablation.yaml             -> results/analyses/cells_ablation_scientific
 #   configs/benchmarks/precision.yaml            -> results/precision/cells
@@ -13,6 +14,9 @@ UNISREC="${UNISREC:-unisrec}"
 "$UNISREC" benchmark report results/table3/cells_scientific --out results/table3/benchmark_scientific \
   --title "Table 3, Scientific, through unisrec benchmark" \
   --note "CPU, 1 torch thread per run, two runs sharing the 2-core machine; every run early-stopped on valid NDCG@10 (patience 10); each column's seed count is in the seed-level table. Offline 384-d MiniLM text features instead of BERT. From scratch on Scientific except: RecGURU and CCDR train on Games (source) and Scientific together; ZESRec is fine-tuned from a ZESRec trained 6 epochs on Games (configs/benchmarks/zesrec_source.yaml); the (pre-trained) UniSRec rows are fine-tuned from the Games checkpoint of configs/benchmarks/pretrain.yaml (8 epochs at batch 8,192, 288 steps; the paper's rows pre-train on five Amazon domains); S3-Rec pre-trains 10 epochs on Scientific's own histories first (the release: 300). BERT4Rec is the corrected Cloze training, BERT4Rec-paper RecBole <= 1.1's, both with RecBole's per-prefix samples. CCDR is our sequential adaptation (the shared Transformer instead of the paper's graph encoder, docs/training.md). Controls (reported and tested, never ranked): CCDR-no-contrastive (CCDR's contrastive weights at 0: what its cross-domain losses add) and ZESRec-scratch (ZESRec on Scientific alone: what the source adds). S3-Rec's and ZESRec's stages in detail: results/table3/s3rec_zesrec.md."
+"$UNISREC" benchmark report results/table3/cells_online_retail --out results/table3/benchmark_online_retail \
+  --title "Table 3, Online Retail (shuffled ties), through unisrec benchmark -- partial: the cells finished so far" \
+  --note "CPU, 1 torch thread per run, two runs sharing the 2-core machine; every run early-stopped on valid NDCG@10 (patience 10). Every-position batching (SASRec-like models 512 targets per step, the UniSRec rows the paper's 2,048) and bfloat16 autocast (results/precision/precision.md: the same converged accuracy as float32 on Scientific). The float32 SASRec twin of this campaign's settings is in results/precision/ (test R@10 0.1442 / N@10 0.0703, seed 2020)."
 "$UNISREC" benchmark report results/every_position/cells_fast_path_scientific --out results/every_position/fast_path_scientific \
   --title "The fast path on Scientific: every-position batching, 512 targets per step" \
   --note "CPU, 1 torch thread per run, two runs sharing the 2-core machine; every run early-stopped on valid NDCG@10 (patience 10). The fast path's bar (issue 14): within 3% of the paper's batching (last-item, 2,048 per step) at convergence, whose 3-seed means are in results/table3/table3.md: SASRec 0.1057 / 0.0546, UniSRec_t+ID (scratch) 0.1180 / 0.0588 (R@10 / N@10). Reported from the archive results/every_position/cells_fast_path_scientific."
