@@ -188,7 +188,7 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
         return json.loads(json.dumps({**_leaves(dataclasses.asdict(config)), **_leaves(dataclasses.asdict(train))}, default=str))
 
     wanted, default = leaves(train, config), leaves(type(train)(), type(config)())
-    have = {**{k: default[k] for k in default if k not in have}, **have}
+    have = {**default, **have}  # what the config.json does not record ran as the default
     keys = [k.replace("-", "_") for k in cell.model.options] + ["seed"]
     return [f"{k} {have[k]!r} -> {wanted[k]!r}" for k in keys if k in have and k in wanted and have[k] != wanted[k]]
 
