@@ -16,6 +16,14 @@ every model label ``X`` with a twin ``X (bfloat16)``. Per dataset and pair, on t
 
     python benchmarks/precision_page.py results/precision/cells \\
         --speed results/precision/epoch_speed_scientific.json --out results/precision/precision
+
+``--what pre-training`` reads configs/benchmarks/pretrain_precision.yaml's tree instead, where the twin was
+fine-tuned (in float32) from a checkpoint *pre-trained* in bfloat16; ``--pretrain-curves F32_DIR BF16_DIR``
+adds the two pre-training runs' epoch losses and times (their ``training_log.jsonl``):
+
+    python benchmarks/precision_page.py results/precision/cells_pretrain --what pre-training \\
+        --pretrain-curves results/pretrain/cells/games/full/seed2020 "results/pretrain/cells/games/full_(bfloat16)/seed2020" \\
+        --out results/precision/pretrain_precision
 """
 
 from __future__ import annotations
@@ -82,15 +90,42 @@ def pair_rows(cells: str, margin: float) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], margin: float, command: str) -> list[str]:
-    md = ["# bfloat16 vs float32 training at convergence (fast path)", "",
-          "Each pair: the same model, options and seeds, trained to early stopping with float32 and with "
-          "`--precision bfloat16` (the forward pass under autocast; weights, optimizer, validation and test in "
-          "float32; docs/training.md \"Precision\"). Test metrics: seed mean +- sample std; difference = of the seed "
+INTRO = {
+    "training": ("# bfloat16 vs float32 training at convergence (fast path)",
+                 "Each pair: the same model, options and seeds, trained to early stopping with float32 and with "
+                 "`--precision bfloat16` (the forward pass under autocast; weights, optimizer, validation and test in "
+                 "float32; docs/training.md \"Precision\")."),
+    "pre-training": ("# Pre-training in bfloat16 vs float32: does the checkpoint fine-tune as well?",
+                     "Each pair: the same fine-tuning (float32, the same options and seeds, to early stopping) from two "
+                     "checkpoints pre-trained on the same data with the same seed and steps, one in float32 and one with "
+                     "`--precision bfloat16` (the forward pass under autocast; docs/training.md \"Precision\"); the "
+                     "columns say which checkpoint the fine-tuned model came from."),
+}
+
+
+def curve_lines(dirs: list[str]) -> list[str]:
+    """The two pre-training runs' epoch losses and seconds side by side."""
+    logs = [[json.loads(line) for line in (Path(d) / "training_log.jsonl").read_text().splitlines()] for d in dirs]
+    md = ["## The two pre-training runs", "",
+          "| epoch | float32 loss | bfloat16 loss | difference | float32 s | bfloat16 s |", "|---:|---:|---:|---:|---:|---:|"]
+    for a, b in zip(*logs):
+        md.append(f"| {a['epoch']} | {a['loss']:.4f} | {b['loss']:.4f} | {100 * (b['loss'] - a['loss']) / a['loss']:+.2f}% | "
+                  f"{a['seconds']:.0f} | {b['seconds']:.0f} |")
+    md += ["", "Epoch seconds are logged wall times of runs that shared the machine with other jobs (not a speed "
+           "comparison; results/precision/pretrain_step.md has the same-process one).", ""]
+    return md
+
+
+def markdown(rows: list[dict], margin: float, command: str, what: str = "training", curves: list[str] | None = None) -> list[str]:
+    title, intro = INTRO[what]
+    md = [title, "",
+          intro + " Test metrics: seed mean +- sample std; difference = of the seed "
           f"means, **yes** when within +-{margin:g}% of float32's; float32's seed spread = its sample std as a share "
           "of its mean (how far seeds alone move it). Per user: the difference bfloat16 - float32 of each test user's "
           "seed-averaged value, its two-sided paired t-test p and 95% confidence interval as a share of float32's "
           "mean (seeds held fixed).", ""]
+    if curves:
+        md += curve_lines(curves)
     for row in rows:
         md += [f"## {row['dataset']}: {row['model']} (seeds {', '.join(map(str, row['seeds']))})", "",
                f"| metric | float32 | bfloat16 | difference | within +-{margin:g}% | float32's seed spread | "
@@ -124,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("cells", help="a run tree of configs/benchmarks/precision.yaml (its archive)")
     p.add_argument("--speed", action="append", default=[], help="baseline_epoch_speed.py JSON of the same spec (repeatable: one per dataset)")
     p.add_argument("--margin", type=float, default=3.0, help="equivalence margin in %% of float32's mean")
+    p.add_argument("--what", choices=sorted(INTRO), default="training", help="which stage the twin ran in bfloat16")
+    p.add_argument("--pretrain-curves", nargs=2, metavar=("F32_DIR", "BF16_DIR"), help="pre-training run folders to compare")
     p.add_argument("--out", default=str(benchlib.RESULTS / "precision" / "precision"))
     args = p.parse_args(argv)
     speeds = {}
@@ -136,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         raise SystemExit(f"{args.cells}: no model has finished float32 and bfloat16 cells on the same seeds")
     command = benchlib.reproduce_command(__file__, argv)
-    benchlib.write_result(args.out, {"margin_percent": args.margin, "pairs": rows}, markdown(rows, args.margin, command))
-    print("\n".join(markdown(rows, args.margin, command)))
+    md = markdown(rows, args.margin, command, args.what, args.pretrain_curves)
+    benchlib.write_result(args.out, {"margin_percent": args.margin, "what": args.what, "pairs": rows}, md)
+    print("\n".join(md))
     return 0
 
 

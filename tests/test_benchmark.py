@@ -385,6 +385,14 @@ def test_from_starts_a_trained_model_from_another_run_and_a_missing_one_is_skipp
     assert stored["training"]["init_from"] == str(source)
     cmd = next(c["command"] for c in summary["cells"] if c["model"] == "Transferred")
     assert f"--init-from {source}" in cmd and "--from " not in cmd
+    # a finished cell stays finished when the checkpoint it started from is deleted afterwards
+    moved = source.with_name("moved_away")
+    source.rename(moved)
+    try:
+        again = runner.run_benchmark(spec, tmp_path / "runs", threads=1, isolate=False, say=lambda s: None)
+    finally:
+        moved.rename(source)
+    assert {c["model"]: c["status"] for c in again["cells"]} == {"Transferred": "skipped", "Missing": "unavailable"}
 
 
 def test_a_model_restricted_to_some_datasets_has_cells_on_those_only(toy, tmp_path):

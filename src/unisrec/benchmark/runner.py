@@ -69,8 +69,11 @@ def cells(spec: BenchmarkSpec, runs: str | os.PathLike) -> list[Cell]:
             for d in spec.datasets.values() for seed in spec.seeds for m in spec.models.values() if m.runs_on(d.name)]
 
 
-def unavailable(cell: Cell) -> str | None:
-    """Why a cell cannot run (an unregistered model, a missing dataset), or None."""
+def unavailable(cell: Cell, finished: bool = False) -> str | None:
+    """Why a cell cannot run (an unregistered model, a missing dataset), or None.
+
+    A ``finished`` cell's results stand without the inputs it was trained from, so a ``from`` checkpoint
+    or a source folder deleted since (e.g. to save disk) does not turn it into an unavailable one."""
     from unisrec.models import registry
 
     if not (cell.model.is_finetune or cell.model.is_pretrain or cell.model.trains_nothing) and cell.model.model not in registry.names():
@@ -78,6 +81,8 @@ def unavailable(cell: Cell) -> str | None:
                 f"{', '.join(registry.names())} -- skipped")
     if cell.dataset.path is None:
         return f"dataset {cell.dataset.name}: folder {cell.dataset.given!r} not found (beside the spec or under $UNISREC_DATA) -- skipped"
+    if finished:
+        return None
     if cell.model.pretrained and (why := unfinished_model_dir(Path(cell.model.pretrained))):
         return f"{cell.model.label}: 'from' model directory {cell.model.pretrained!r} {why} -- skipped"
     missing = [s.given for s in cell.model.sources if s.path is None]
@@ -340,12 +345,12 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
         if cell.name not in selected:
             rec["status"] = "skipped" if cell_state(cell.dir) == "finished" else "not selected"
             continue
-        why = unavailable(cell)
+        state = cell_state(cell.dir)
+        why = unavailable(cell, finished=state == "finished")
         if why:
             rec.update(status="unavailable", message=why)
             say(f"{cell.name}: {why}")
             continue
-        state = cell_state(cell.dir)
         if state != "finished" and (pid := lock_holder(cell.dir)):
             at = progress(cell.dir)
             rec.update(status="running", message=f"being trained by another process (pid {pid})" + (f"; {at}" if at else ""))
