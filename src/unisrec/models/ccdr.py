@@ -49,7 +49,7 @@ from torch import nn
 from unisrec.errors import UserError
 from unisrec.models.encoder import EncoderConfig, check_sizes, init_weights
 from unisrec.models.sasrec import SASRec
-from unisrec.training.joint import DomainSequences, JointTask, encode_last, link_users
+from unisrec.training.joint import DomainSequences, JointTask, encode_last, gather_rows, link_users
 
 
 @dataclass
@@ -242,8 +242,10 @@ class CCDRTask(JointTask):
             intra = []
             for d, dom in enumerate(self.domains):
                 seqs, lens = dom.batch(dom.sample(rng, cfg.domain_batch_size))
-                a = self.encode(d, *neighbour_sampling(seqs, lens, cfg.neighbour_keep, rng))
-                b = self.encode(d, *neighbour_sampling(seqs, lens, cfg.neighbour_keep, rng))
+                (seqs_a, lens_a), (seqs_b, lens_b) = (neighbour_sampling(seqs, lens, cfg.neighbour_keep, rng) for _ in range(2))
+                rows, (seqs_a, seqs_b) = gather_rows(tables[d], seqs_a, seqs_b)  # both views' rows in one lookup
+                a = encode_last(self.model.encoder, rows, seqs_a, lens_a, dev)
+                b = encode_last(self.model.encoder, rows, seqs_b, lens_b, dev)
                 intra.append(intra_domain_loss(a, b, cfg.temperature))
             out["intra"] = (cfg.intra_weight, torch.stack(intra).mean())
         if not cfg.inter_weight:

@@ -58,7 +58,7 @@ from torch import nn
 
 from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, init_weights, length_buckets
 from unisrec.models.sasrec import SASRec
-from unisrec.training.joint import DomainSequences, JointTask, encode_last, link_users
+from unisrec.training.joint import DomainSequences, JointTask, encode_last, gather_rows, link_users
 
 
 @dataclass
@@ -201,10 +201,12 @@ class RecGURUTask(JointTask):
         gurs, labels, recon = [], [], []
         for d, dom in enumerate(self.domains):
             seqs, lens = dom.batch(dom.sample(rng, cfg.domain_batch_size))
-            u = generalized_user_representation(self.model.encoder, tables[d], seqs, lens, dev)
             negatives = rng.integers(1, dom.num_items + 1, size=cfg.reconstruction_negatives)
+            # the domain's rows for this step, gathered once (renumbering changes no value: gather_rows)
+            rows, (seqs, negatives) = gather_rows(tables[d], seqs, negatives)
+            u = generalized_user_representation(self.model.encoder, rows, seqs, lens, dev)
             if cfg.reconstruction_weight:
-                recon.append(reconstruction_loss(heads.decoders[d], tables[d], u, seqs, lens, negatives))
+                recon.append(reconstruction_loss(heads.decoders[d], rows, u, seqs, lens, negatives))
             gurs.append(u)
             labels.append(torch.full((len(u),), d, dtype=torch.long, device=dev))
         out: dict[str, tuple[float, torch.Tensor]] = {}

@@ -78,14 +78,34 @@ def link_users(target: Any, target_rows: DomainSequences, source: Any, source_ro
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
+def gather_rows(table: torch.Tensor, *ids: np.ndarray) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """The rows of ``table`` that the id arrays ``ids`` use, gathered once, and each array renumbered
+    into those rows: ``rows[renumbered[k]]`` is ``table[ids[k]]``, value for value and in its gradient.
+
+    Why: autograd's backward of every ``table[idx]`` fills a zero gradient the size of the *whole*
+    table and adds it to the others. A cross-domain step that gathered Games' 16,860 x 300 table 15
+    times spent a third of its time on those fills and adds (results/table3/cross_domain_speed.md);
+    gathering a domain's rows for the step once leaves one."""
+    flat = np.concatenate([np.asarray(a, dtype=np.int64).ravel() for a in ids])
+    unique, inverse = np.unique(flat, return_inverse=True)
+    rows = table[torch.from_numpy(unique).to(table.device)]
+    out, start = [], 0
+    for a in ids:
+        out.append(inverse[start : start + np.size(a)].reshape(np.shape(a)).astype(np.int64))
+        start += np.size(a)
+    return rows, out
+
+
 def encode_last(encoder: nn.Module, table: torch.Tensor, seqs: np.ndarray, lens: np.ndarray, device: Any) -> torch.Tensor:
     """(B, d) encoder outputs at each sequence's last real item, in the rows' order; encoded in length
-    buckets, each padded to its own longest (padding changes no value: see ``models.encoder``)."""
+    buckets, each padded to its own longest (padding changes no value: see ``models.encoder``). The
+    items are looked up in ``table`` once for all buckets (one table-sized gradient: ``gather_rows``)."""
+    width_all = int(lens.max())
+    emb = table[torch.from_numpy(np.ascontiguousarray(seqs[:, :width_all])).to(device)]
     parts, order = [], []
     for g in length_buckets(lens):
         width = int(lens[g].max())
-        seq = torch.from_numpy(seqs[g, :width]).to(device)
-        parts.append(encoder(table[seq], torch.from_numpy(lens[g]).to(device)))
+        parts.append(encoder(emb[torch.from_numpy(g).to(device), :width], torch.from_numpy(lens[g]).to(device)))
         order.append(g)
     inverse = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable")).to(device)
     return torch.cat(parts)[inverse]
