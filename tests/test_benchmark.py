@@ -268,6 +268,17 @@ def test_a_pretrain_cell_is_resumed_archived_and_only_finished_is_a_from_for_fin
     page = capsys.readouterr().out
     assert re.search(r"\| PT \| 1 \| 2\.00 \| \d+ \| max_epochs \| \d+\.\d{4} \|", page) and "No finished runs" not in page
 
+    # with --checkpoints the archive keeps the checkpoint's weights too, and a cell fine-tunes from the archived copy
+    assert main(["benchmark", "archive", str(runs), "--out", str(tmp_path / "arch2"), "--checkpoints"]) == 0
+    archived = tmp_path / "arch2" / "t" / "PT" / "seed1"
+    assert (archived / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
+    assert not list((tmp_path / "arch2").glob("*/*/seed1/resume*"))
+    fine2 = spec_from_dict({"name": "fine2", "datasets": {"s": str(source)}, "seeds": [1],
+                            "options": {"epochs": 1, "batch_size": 64, "eval_batch_size": 64, "device": "cpu"},
+                            "models": {"UniSRec": {"model": "finetune", "from": str(archived)}}})
+    summary = runner.run_benchmark(fine2, tmp_path / "fine2", threads=1, isolate=False, say=lambda s: None)
+    assert summary["cells"][0]["status"] == "finished", summary["cells"][0]
+
 
 def test_zero_shot_and_popularity_cells_rank_without_training(tmp_path, monkeypatch, capsys):
     """The ablation's "w/o fine-tuning" and the popularity floor as cells: their ranks are exactly what

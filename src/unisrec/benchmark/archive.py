@@ -10,8 +10,10 @@ computed from. The archive copies, for every *finished* cell, only:
 * ``training_log.jsonl`` (the validation curve the report plots),
 * ``test_ranks.npy`` (int32 rank of each test user's target: every R@K / N@K and the tests),
 * of a pre-training cell (``model: pretrain``): ``done.json``, ``config.json`` and its loss curve
-  ``training_log.jsonl`` -- not its weights, so a restored campaign must pre-train it again before
-  cells start ``from`` it (they report it missing until then);
+  ``training_log.jsonl`` -- and its weights ``model.safetensors`` only with ``checkpoints=True``
+  (``--checkpoints``): they are what other cells start ``from``, hours of pre-training in a few MB
+  (7.6 MB at the paper's sizes), so a restored campaign fine-tunes from them at once; without them it
+  must pre-train again first (cells naming it in ``from`` report it missing until then);
 * of a stage of its own (S3-Rec's ``pretrain/``: a sub-folder with a ``training_log.jsonl``), that
   curve and its ``done.json`` (how many epochs the stage ran, and why it ended),
 
@@ -36,7 +38,8 @@ from unisrec.benchmark.runner import DONE_NAME, METRICS_NAME, SUMMARY_NAME
 from unisrec.errors import UserError
 
 ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, DONE_NAME, "config.json", "training_log.jsonl", "test_ranks.npy")
-STAGE_FILES: tuple[str, ...] = ("training_log.jsonl", "done.json")  # of a cell's stage sub-folder (S3-Rec's pretrain/)
+STAGE_FILES: tuple[str, ...] = ("training_log.jsonl", "done.json")
+WEIGHTS_NAME = "model.safetensors"  # a pre-training cell's weights, archived with checkpoints=True  # of a cell's stage sub-folder (S3-Rec's pretrain/)
 
 
 def _archived_files(cell: Path) -> list[str]:
@@ -109,8 +112,9 @@ def _copy_jsonl(src: Path, dst: Path, runs: Path) -> None:
     os.replace(tmp, dst)
 
 
-def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = None) -> dict[str, list[str]]:
-    """Copy every finished cell's small files from ``runs`` into ``out`` (same layout).
+def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = None, checkpoints: bool = False) -> dict[str, list[str]]:
+    """Copy every finished cell's small files from ``runs`` into ``out`` (same layout); with
+    ``checkpoints`` also each finished pre-training cell's ``model.safetensors``.
 
     ``spec`` (a loaded benchmark spec): first refresh ``runs/benchmark.json`` from it and the cells on
     disk, no training (for a run tree whose campaign is still running, or was cut off before writing it).
@@ -138,7 +142,10 @@ def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = No
             unfinished.append(name)
             continue
         target = out / cell.relative_to(runs)
-        for fname in _archived_files(cell):
+        files = _archived_files(cell)
+        if checkpoints and (cell / DONE_NAME).is_file():
+            files.append(WEIGHTS_NAME)
+        for fname in files:
             src = cell / fname
             if not src.is_file():
                 continue

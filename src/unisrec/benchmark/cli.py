@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         usage="unisrec benchmark [run] GRID.yaml [--runs DIR] [--threads N] [--parallel N] [--in-process] [--finalize] [--archive DIR]\n"
               "                         [--dry-run] [--datasets A,B] [--models LABEL,...] [--seeds S,...]\n"
               "       unisrec benchmark report RUNS_DIR [--out FILE_STEM] [--title TITLE] [--note TEXT]\n"
-              "       unisrec benchmark archive RUNS_DIR --out DIR [--spec GRID.yaml]",
+              "       unisrec benchmark archive RUNS_DIR --out DIR [--spec GRID.yaml] [--checkpoints]",
     )
     b.add_argument("words", nargs="+", metavar="[run|report] PATH", help="run GRID.yaml (default), report RUNS_DIR or archive RUNS_DIR")
     b.add_argument("--runs", metavar="DIR", help="run: where the cells go (default: runs/GRID_NAME)")
@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--dry-run", action="store_true", help="run: list the cells and what would happen")
     b.add_argument("--archive", metavar="DIR", help="run: after each cell, archive the finished cells into DIR "
                    "(as `benchmark archive`: small files, no weights; commit it and a wiped machine loses nothing)")
+    b.add_argument("--checkpoints", action="store_true", help="archive (and run --archive): also keep each finished "
+                   "pre-training cell's weights (model.safetensors, a few MB): what other cells start `from`")
     b.add_argument("--datasets", metavar="A,B", help="run: only these datasets of the spec")
     b.add_argument("--models", metavar="LABEL,...", help="run: only these model labels of the spec")
     b.add_argument("--seeds", metavar="S,...", help="run: only these seeds of the spec")
@@ -89,7 +91,7 @@ def _run(spec_path: Path, args: argparse.Namespace) -> int:
         def after_cell() -> None:
             archived_once.append(True)
             try:
-                done = archive_runs(runs, args.archive)
+                done = archive_runs(runs, args.archive, checkpoints=args.checkpoints)
             except UserError as exc:  # e.g. no cell has written anything yet: the campaign goes on
                 print(f"archive: {exc}")
                 return
@@ -128,7 +130,7 @@ def _archive(runs: Path, args: argparse.Namespace) -> int:
         raise UserError("`benchmark archive RUNS_DIR` needs --out DIR (the folder to copy the cells' small files into)")
     from unisrec.benchmark.spec import load_spec
 
-    done = archive_runs(runs, args.out, load_spec(args.spec) if args.spec else None)
+    done = archive_runs(runs, args.out, load_spec(args.spec) if args.spec else None, checkpoints=args.checkpoints)
     print(f"archived {len(done['archived'])} finished cells into {args.out}"
           + (f"; not finished (left out): {', '.join(done['unfinished'])}" if done["unfinished"] else ""))
     return 0

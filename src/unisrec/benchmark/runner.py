@@ -99,7 +99,8 @@ def unfinished_model_dir(path: Path) -> str | None:
         where = "" if path.is_absolute() else " beside the spec nor in the current folder"
         return f"not found{where} (train or pre-train it first)"
     if not (path / "model.safetensors").is_file():
-        return "holds no model.safetensors (an archived cell keeps no weights: train it again into a run folder)"
+        return ("holds no model.safetensors (an archive keeps a cell's weights only for a pre-training cell archived "
+                "with --checkpoints: train it again into a run folder)")
     if pid := lock_holder(path):
         return f"is being trained now (pid {pid}); start this cell when it has finished"
     if cell_state(path) == "interrupted":
