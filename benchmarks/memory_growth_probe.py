@@ -9,8 +9,8 @@ training loop runs a step (forward under `step_precision`, backward, Adam). Ever
 the process's current RSS (/proc/self/statm) and its peak (getrusage), and the CPU seconds per step;
 --validate adds a full-ranking validation pass (as each epoch ends) after every block; --trim N calls glibc's
 malloc_trim(0) after every N-th step (does freed-but-kept heap memory explain the growth?). glibc's own knobs
-(MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) are set in the environment of the
-process running this script, so each variant is one process and the JSON records which was in force.
+(MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) and oneDNN's ONEDNN_PRIMITIVE_CACHE_CAPACITY
+are set in the environment of the process running this script, so each variant is one process and the JSON records which was in force.
 """
 import argparse
 import ctypes
@@ -77,8 +77,8 @@ def main() -> int:
                            peak_after_valid_mb=round(peak_mb(), 1))
             blocks.append(row)
             print(json.dumps(row), flush=True)
-    env = {k: os.environ[k] for k in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-           if k in os.environ}
+    knobs = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    env = {k: os.environ[k] for k in knobs if k in os.environ}
     out = {"spec": args.spec, "dataset": args.dataset, "model": args.model, "batching": batching,
            "precision": precision, "trim": args.trim, "malloc_env": env, "validate": args.validate,
            "steps_per_epoch": len(batches), "rss_before_build_mb": round(start_mb, 1),
