@@ -8,6 +8,7 @@
 #   configs/benchmarks/fast_path_scientific.yaml -> results/every_position/cells_fast_path_scientific
 #   configs/benchmarks/ablation.yaml             -> results/analyses/cells_ablation_scientific
 #   configs/benchmarks/precision.yaml            -> results/precision/cells
+#   configs/benchmarks/pretrain_precision.yaml   -> results/precision/cells_pretrain
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UNISREC="${UNISREC:-unisrec}"
@@ -28,6 +29,8 @@ PYTHON="${PYTHON:-python}"
 "$PYTHON" benchmarks/longtail_page.py --cells results/table3/cells_online_retail --target online_retail_shuffled \
   --dataset '$UNISREC_DATA/online_retail_shuffled' --models 'UniSRec_t+ID,UniSRec_t' --out results/analyses/longtail_online_retail
 "$PYTHON" benchmarks/precision_page.py results/precision/cells --speed results/precision/epoch_speed_scientific.json --speed results/precision/epoch_speed_online_retail.json
+"$PYTHON" benchmarks/precision_page.py results/precision/cells_pretrain --what pre-training --out results/precision/pretrain_precision \
+  --pretrain-curves results/pretrain/cells/games/full/seed2020 'results/pretrain/cells/games/full_(bfloat16)/seed2020'
 "$UNISREC" benchmark report results/precision/cells --out results/precision/benchmark_precision \
   --title "bfloat16 vs float32 training, fast path, through unisrec benchmark" \
   --note "2-core CPU, 1 torch thread per run, two runs sharing the machine; every run early-stopped on valid NDCG@10 (patience 10). Each model twice: float32 and --precision bfloat16 (the forward pass under autocast); the float32 Scientific cells are the fast-path campaign's (every_position/cells_fast_path_scientific). The equivalence page is precision.md; the validation-curve PNGs show both precisions of each model on one figure."
