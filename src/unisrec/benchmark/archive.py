@@ -38,8 +38,8 @@ from unisrec.benchmark.runner import DONE_NAME, METRICS_NAME, SUMMARY_NAME
 from unisrec.errors import UserError
 
 ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, DONE_NAME, "config.json", "training_log.jsonl", "test_ranks.npy")
-STAGE_FILES: tuple[str, ...] = ("training_log.jsonl", "done.json")
-WEIGHTS_NAME = "model.safetensors"  # a pre-training cell's weights, archived with checkpoints=True  # of a cell's stage sub-folder (S3-Rec's pretrain/)
+STAGE_FILES: tuple[str, ...] = ("training_log.jsonl", "done.json")  # of a cell's stage sub-folder (S3-Rec's pretrain/)
+WEIGHTS_NAME = "model.safetensors"  # a pre-training cell's weights, archived with checkpoints=True
 
 
 def _archived_files(cell: Path) -> list[str]:

@@ -83,9 +83,9 @@ def gather_rows(table: torch.Tensor, *ids: np.ndarray) -> tuple[torch.Tensor, li
     into those rows: ``rows[renumbered[k]]`` is ``table[ids[k]]``, value for value and in its gradient.
 
     Why: autograd's backward of every ``table[idx]`` fills a zero gradient the size of the *whole*
-    table and adds it to the others. A cross-domain step that gathered Games' 16,860 x 300 table 15
-    times spent a third of its time on those fills and adds (results/table3/cross_domain_speed.md);
-    gathering a domain's rows for the step once leaves one."""
+    table and adds it to the others. A cross-domain step that gathered Games' 16,860 x 300 table 13-19
+    times spent about a quarter of its time on those fills and adds; gathering a domain's rows for the
+    step once leaves one (results/table3/cross_domain_speed_online_retail.md: steps 0.72-0.76x)."""
     flat = np.concatenate([np.asarray(a, dtype=np.int64).ravel() for a in ids])
     unique, inverse = np.unique(flat, return_inverse=True)
     rows = table[torch.from_numpy(unique).to(table.device)]
