@@ -91,7 +91,7 @@ def gather_rows(table: torch.Tensor, *ids: np.ndarray) -> tuple[torch.Tensor, li
     rows = table[torch.from_numpy(unique).to(table.device)]
     out, start = [], 0
     for a in ids:
-        out.append(inverse[start : start + np.size(a)].reshape(np.shape(a)).astype(np.int64))
+        out.append(inverse[start : start + np.size(a)].reshape(np.shape(a)).astype(np.int64, copy=False))
         start += np.size(a)
     return rows, out
 
