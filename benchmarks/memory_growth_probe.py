@@ -4,7 +4,7 @@
         "UniSRec_t+ID" --steps 120 --every 20 [--precision float32] [--validate] [--trim N] --out results/online_retail/x.json
 
 The cell is built as its benchmark spec builds it (benchmarks/baseline_epoch_speed.py: same model, batching,
-batch size, precision), 1 thread, and trained for --steps steps of its epoch-0 batches exactly as the
+batch size, precision), 1 thread, and trained for --steps steps of its epoch-0, 1, ... batches exactly as the
 training loop runs a step (forward under `step_precision`, backward, Adam). Every --every steps it records
 the process's current RSS (/proc/self/statm) and its peak (getrusage), and the CPU seconds per step;
 --validate adds a full-ranking validation pass (as each epoch ends) after every block; --trim N calls glibc's
@@ -40,11 +40,16 @@ def main() -> int:
     ap.add_argument("--precision", choices=["float32", "bfloat16"], help="override the spec's precision")
     ap.add_argument("--validate", action="store_true", help="a validation pass after every block of steps")
     ap.add_argument("--trim", type=int, default=0, metavar="N", help="malloc_trim(0) after every N-th step (0: never)")
+    ap.add_argument("--onednn-cache", type=int, metavar="N",
+                    help="set ONEDNN_PRIMITIVE_CACHE_CAPACITY=N from inside the process, after torch is imported and "
+                         "before any kernel runs (as a library default would; the variable is read at first use)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args()
 
     import torch
 
+    if args.onednn_cache is not None:
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(args.onednn_cache)
     import baseline_epoch_speed as b
     from unisrec.training.loop import step_precision
 
@@ -54,13 +59,16 @@ def main() -> int:
     precision = args.precision or precision
     libc = ctypes.CDLL("libc.so.6") if args.trim else None
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-3)
-    batches = task.batches(0)
+    steps_per_epoch = len(task.batches(0))
     built_mb = rss_mb()
     blocks, cpu = [], []
-    for i in range(min(args.steps, len(batches))):
+    for i in range(args.steps):  # past one epoch, the next epoch's batches (new shapes, as a long run sees)
+        epoch, k = divmod(i, steps_per_epoch)
+        if k == 0:
+            batches = task.batches(epoch)
         c = time.process_time()
         with step_precision(torch.device("cpu"), precision):
-            loss, _, _ = task.step_loss(batches[i])
+            loss, _, _ = task.step_loss(batches[k])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -81,7 +89,7 @@ def main() -> int:
     env = {k: os.environ[k] for k in knobs if k in os.environ}
     out = {"spec": args.spec, "dataset": args.dataset, "model": args.model, "batching": batching,
            "precision": precision, "trim": args.trim, "malloc_env": env, "validate": args.validate,
-           "steps_per_epoch": len(batches), "rss_before_build_mb": round(start_mb, 1),
+           "steps_per_epoch": steps_per_epoch, "rss_before_build_mb": round(start_mb, 1),
            "rss_after_build_mb": round(built_mb, 1), "blocks": blocks}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
