@@ -404,6 +404,12 @@ def test_from_starts_a_trained_model_from_another_run_and_a_missing_one_is_skipp
     finally:
         moved.rename(source)
     assert {c["model"]: c["status"] for c in again["cells"]} == {"Transferred": "skipped", "Missing": "unavailable"}
+    # archived with --checkpoints, a trained (not pre-training) cell keeps its weights and is a `from` again
+    assert main(["benchmark", "archive", str(runs), "--out", str(tmp_path / "arch"), "--checkpoints"]) == 0
+    archived = tmp_path / "arch" / "toy" / "SASRec" / "seed1"
+    assert (archived / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+    spec2 = toy_spec(toy, seeds=[1], options={**TINY, "epochs": 1}, models={"Again": {"model": "sasrec", "from": str(archived)}})
+    assert runner.run_benchmark(spec2, tmp_path / "runs2", threads=1, isolate=False, say=lambda s: None)["cells"][0]["status"] == "finished"
 
 
 def test_a_model_restricted_to_some_datasets_has_cells_on_those_only(toy, tmp_path):

@@ -10,10 +10,12 @@ computed from. The archive copies, for every *finished* cell, only:
 * ``training_log.jsonl`` (the validation curve the report plots),
 * ``test_ranks.npy`` (int32 rank of each test user's target: every R@K / N@K and the tests),
 * of a pre-training cell (``model: pretrain``): ``done.json``, ``config.json`` and its loss curve
-  ``training_log.jsonl`` -- and its weights ``model.safetensors`` only with ``checkpoints=True``
-  (``--checkpoints``): they are what other cells start ``from``, hours of pre-training in a few MB
-  (7.6 MB at the paper's sizes), so a restored campaign fine-tunes from them at once; without them it
-  must pre-train again first (cells naming it in ``from`` report it missing until then);
+  ``training_log.jsonl``;
+* with ``checkpoints=True`` (``--checkpoints``) also every finished cell's weights ``model.safetensors``:
+  what other cells start ``from`` (a pre-training checkpoint, ZESRec's source-domain model), hours of
+  training in a few MB (7.6 MB for a pre-training at the paper's sizes), so a restored campaign starts
+  from them at once; without them they must be trained again first (cells naming one in ``from`` report
+  it missing until then);
 * of a stage of its own (S3-Rec's ``pretrain/``: a sub-folder with a ``training_log.jsonl``), that
   curve and its ``done.json`` (how many epochs the stage ran, and why it ended),
 
@@ -39,7 +41,7 @@ from unisrec.errors import UserError
 
 ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, DONE_NAME, "config.json", "training_log.jsonl", "test_ranks.npy")
 STAGE_FILES: tuple[str, ...] = ("training_log.jsonl", "done.json")  # of a cell's stage sub-folder (S3-Rec's pretrain/)
-WEIGHTS_NAME = "model.safetensors"  # a pre-training cell's weights, archived with checkpoints=True
+WEIGHTS_NAME = "model.safetensors"  # a cell's weights, archived with checkpoints=True
 
 
 def _archived_files(cell: Path) -> list[str]:
@@ -114,7 +116,7 @@ def _copy_jsonl(src: Path, dst: Path, runs: Path) -> None:
 
 def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = None, checkpoints: bool = False) -> dict[str, list[str]]:
     """Copy every finished cell's small files from ``runs`` into ``out`` (same layout); with
-    ``checkpoints`` also each finished pre-training cell's ``model.safetensors``.
+    ``checkpoints`` also each finished cell's ``model.safetensors``.
 
     ``spec`` (a loaded benchmark spec): first refresh ``runs/benchmark.json`` from it and the cells on
     disk, no training (for a run tree whose campaign is still running, or was cut off before writing it).
@@ -143,7 +145,7 @@ def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = No
             continue
         target = out / cell.relative_to(runs)
         files = _archived_files(cell)
-        if checkpoints and (cell / DONE_NAME).is_file():
+        if checkpoints:
             files.append(WEIGHTS_NAME)
         for fname in files:
             src = cell / fname

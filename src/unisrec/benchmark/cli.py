@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--archive", metavar="DIR", help="run: after each cell, archive the finished cells into DIR "
                    "(as `benchmark archive`: small files, no weights; commit it and a wiped machine loses nothing)")
     b.add_argument("--checkpoints", action="store_true", help="archive (and run --archive): also keep each finished "
-                   "pre-training cell's weights (model.safetensors, a few MB): what other cells start `from`")
+                   "cell's weights (model.safetensors, a few MB): what other cells start `from` (archive such "
+                   "campaigns, e.g. pre-training or a source-domain model, with it; Table 3 grids without)")
     b.add_argument("--datasets", metavar="A,B", help="run: only these datasets of the spec")
     b.add_argument("--models", metavar="LABEL,...", help="run: only these model labels of the spec")
     b.add_argument("--seeds", metavar="S,...", help="run: only these seeds of the spec")
