@@ -321,6 +321,11 @@ def test_zero_shot_and_popularity_cells_rank_without_training(tmp_path, monkeypa
     assert main(["evaluate", "--popularity"]) == 2 and "give --dataset" in capsys.readouterr().err
     # a second run skips them; the archive and the report carry them
     assert {c["status"] for c in runner.run_benchmark(spec, runs, isolate=False, say=lambda s: None)["cells"]} == {"skipped"}
+    import shutil  # ... but not when `from:` now names another checkpoint: the zero-shot cells are stale
+    shutil.copytree(ckpt, tmp_path / "pre" / "s" / "PT2" / "seed1")
+    moved = spec_from_dict({"name": "abl", "datasets": {"t": str(target)}, "seeds": [1, 2],
+                            "models": {"w-o FT": {"model": "zero-shot", "from": str(tmp_path / "pre" / "s" / "PT2" / "seed1")}}})
+    assert [c["status"] for c in runner.run_benchmark(moved, runs, isolate=False, say=lambda s: None)["cells"]] == ["stale"] * 2
     monkeypatch.chdir(tmp_path)
     archive_runs(runs, tmp_path / "arch")
     assert sorted(p.name for p in (tmp_path / "arch" / "t" / "Popularity" / "seed1").iterdir()) == [
@@ -404,6 +409,12 @@ def test_from_starts_a_trained_model_from_another_run_and_a_missing_one_is_skipp
     finally:
         moved.rename(source)
     assert {c["model"]: c["status"] for c in again["cells"]} == {"Transferred": "skipped", "Missing": "unavailable"}
+    # pointed at another checkpoint, the finished cell is stale (reported, never silently reused or retrained)
+    other = toy_spec(toy, seeds=[1], options={**TINY, "epochs": 1},
+                     models={"Transferred": {"model": "sasrec", "from": str(runs / "toy" / "SASRec" / "seed2")}})
+    said = []
+    cell = runner.run_benchmark(other, tmp_path / "runs", threads=1, isolate=False, say=said.append)["cells"][0]
+    assert cell["status"] == "stale" and "from " in cell["message"] and "seed2" in cell["message"], cell
     # archived with --checkpoints, a trained (not pre-training) cell keeps its weights and is a `from` again
     assert main(["benchmark", "archive", str(runs), "--out", str(tmp_path / "arch"), "--checkpoints"]) == 0
     archived = tmp_path / "arch" / "toy" / "SASRec" / "seed1"

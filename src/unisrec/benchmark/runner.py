@@ -180,14 +180,15 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
     option's default (e.g. ``precision: bfloat16`` against a cell trained before the option: float32)."""
     import dataclasses
 
-    if cell.model.trains_nothing:  # nothing trained, so no training option to differ
-        return []
     try:
         stored = json.loads((cell.dir / "config.json").read_text())
         run = stored.get("training") or stored.get("pretraining", {}).get("config", {})
         have = {**_leaves(stored.get("model", {})), **_leaves(run)}
     except (OSError, ValueError, AttributeError):
         return []  # no readable config.json: nothing to compare (metrics.json alone marks it finished)
+    started_from = from_mismatch(cell, stored)
+    if cell.model.trains_nothing:  # nothing trained, so no training option to differ
+        return started_from
     train, config = cell_configs(cell.model, cell.seed, threads)
 
     def leaves(train: Any, config: Any) -> dict[str, Any]:
@@ -196,7 +197,28 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
     wanted, default = leaves(train, config), leaves(type(train)(), type(config)())
     have = {**default, **have}  # what the config.json does not record ran as the default
     keys = [k.replace("-", "_") for k in cell.model.options] + ["seed"]
-    return [f"{k} {have[k]!r} -> {wanted[k]!r}" for k in keys if k in have and k in wanted and have[k] != wanted[k]]
+    return started_from + [f"{k} {have[k]!r} -> {wanted[k]!r}" for k in keys if k in have and k in wanted and have[k] != wanted[k]]
+
+
+def from_mismatch(cell: Cell, stored: dict[str, Any]) -> list[str]:
+    """``["from runs/pretrain/games/full/seed2020 -> .../full_(bfloat16)/seed2020"]`` when the finished cell
+    started from another checkpoint than the spec's ``from:`` names. Checkpoints are compared by their
+    last three path parts (DATASET/LABEL/seedN of a campaign's run tree), because the recorded path is
+    relative to wherever the cell ran (and an archive shows it relative to the repository), while the
+    spec's is resolved against the spec file."""
+    training = stored.get("training") or (stored.get("pretraining") or {}).get("config") or {}
+    for holder, key in ((stored, "pretrained"), (training, "init_from"), (stored, "from")):
+        if key in holder:  # fine-tuning's checkpoint, a trained model's --init-from, a zero-shot's source
+            recorded = holder[key]
+            break
+    else:
+        return []  # a cell from before its start was recorded: nothing to compare
+    wanted = cell.model.pretrained
+    if recorded is None and wanted is None:
+        return []
+    if recorded is not None and wanted is not None and Path(str(recorded)).parts[-3:] == Path(wanted).parts[-3:]:
+        return []
+    return [f"from {recorded} -> {cell.model.pretrained}"]
 
 
 def train_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str | os.PathLike, seed: int,
