@@ -9,6 +9,7 @@
 #   configs/benchmarks/ablation.yaml             -> results/analyses/cells_ablation_scientific
 #   configs/benchmarks/precision.yaml            -> results/precision/cells
 #   configs/benchmarks/pretrain_precision.yaml   -> results/precision/cells_pretrain
+#   configs/benchmarks/zesrec_source.yaml        -> results/table3/cells_zesrec_source (--checkpoints)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UNISREC="${UNISREC:-unisrec}"
@@ -34,3 +35,6 @@ PYTHON="${PYTHON:-python}"
 "$UNISREC" benchmark report results/precision/cells --out results/precision/benchmark_precision \
   --title "bfloat16 vs float32 training, fast path, through unisrec benchmark" \
   --note "2-core CPU, 1 torch thread per run, two runs sharing the machine; every run early-stopped on valid NDCG@10 (patience 10). Each model twice: float32 and --precision bfloat16 (the forward pass under autocast); the float32 Scientific cells are the fast-path campaign's (every_position/cells_fast_path_scientific). The equivalence page is precision.md; the validation-curve PNGs show both precisions of each model on one figure."
+# S3-Rec's and ZESRec's stages in detail; without --source-model / --s3rec-stage (model folders in runs/,
+# not archived) it keeps the page's earlier zero-shot and pre-training-diagnostic measurements
+"$PYTHON" benchmarks/s3rec_zesrec_page.py
