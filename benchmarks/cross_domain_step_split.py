@@ -2,7 +2,8 @@
 losses, and what the users drawn per domain per step (``domain_batch_size``) cost.
 
     python benchmarks/cross_domain_step_split.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
-        --models RecGURU,CCDR --domain-batch-sizes 64,16 --out results/table3/cross_domain_split_online_retail
+        --models RecGURU,CCDR --domain-batch-sizes 64,16 --length-buckets '8,24;16;' \
+        --out results/table3/cross_domain_split_online_retail
 
 Each cell is built as its spec builds it (benchmarks/baseline_epoch_speed.py: same sources, batching,
 batch size, precision), 1 thread, and steps through real batches of epoch 1 (forward under the cell's
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("spec"); ap.add_argument("dataset")
     ap.add_argument("--models", default="RecGURU,CCDR")
     ap.add_argument("--domain-batch-sizes", default="64,16", help="comma-separated; the first is the spec's")
+    ap.add_argument("--length-buckets", metavar="B;B;...", default="",
+                    help="also time the cross-domain losses (first domain batch size) with other history-length "
+                         "bucket bounds, e.g. '8,24;16;' (';' between variants, an empty one = one padded call)")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", required=True)
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import baseline_epoch_speed as b
     import benchlib
+    import unisrec.models.encoder as encoder
     from unisrec.training.loop import step_precision
 
     torch.set_num_threads(1)
@@ -59,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
             parts = task.cross_domain_losses(np.random.default_rng([2020, 43, 1, batch[0]]))
             return sum(w * loss for w, loss in parts.values() if w)
 
-        variants = [("next-item loss only", None, next_item)]
+        now = tuple(encoder.LENGTH_BUCKETS)
+        variants = [("next-item loss only", None, now, next_item)]
         for size in sizes:
-            variants += [(f"whole step, {size} per domain", size, whole), (f"cross-domain losses only, {size} per domain", size, cross)]
-        times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+            variants += [(f"whole step, {size} per domain", size, now, whole),
+                         (f"cross-domain losses only, {size} per domain", size, now, cross)]
+        for text in (args.length_buckets.split(";") if args.length_buckets else []):
+            bounds = tuple(int(x) for x in text.split(",") if x.strip())
+            variants.append((f"cross-domain losses only, {sizes[0]} per domain, length buckets {bounds or 'none (one padded call)'}",
+                             sizes[0], bounds, cross))
+        times: dict[str, list[float]] = {label: [] for label, _, _, _ in variants}
         cursor = 0
         for _ in range(args.rounds):
-            for label, size, fn in variants:
+            for label, size, bounds, fn in variants:
+                encoder.LENGTH_BUCKETS = bounds  # read by length_buckets at each call
                 if size is not None:
                     config.domain_batch_size = size
                 for _ in range(args.steps):
@@ -78,14 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                     loss.backward()
                     opt.step()
                     times[label].append(time.process_time() - c)
-        config.domain_batch_size = sizes[0]
+        config.domain_batch_size, encoder.LENGTH_BUCKETS = sizes[0], now
         medians = {label: float(np.median(t)) for label, t in times.items()}
         result["models"][name] = {"steps_per_epoch": len(batches), "precision": precision, "median_cpu_s": medians}
         print(name, {k: round(v, 3) for k, v in medians.items()}, flush=True)
 
     md = [f"# Cross-domain training step, split: {args.dataset}", "",
           f"`python benchmarks/cross_domain_step_split.py {args.spec} {args.dataset} --models {args.models} "
-          f"--domain-batch-sizes {args.domain_batch_sizes}`: each cell built as its benchmark spec builds it, 1 thread, "
+          f"--domain-batch-sizes {args.domain_batch_sizes}" + (f" --length-buckets '{args.length_buckets}'" if args.length_buckets else "")
+          + "`: each cell built as its benchmark spec builds it, 1 thread, "
           f"variants taking turns ({args.rounds} rounds of {args.steps} steps each, real epoch-1 batches, forward + backward "
           "+ Adam); median process CPU seconds per step. The first domain batch size is the spec's.", "",
           "| model | variant | CPU s / step | share of the whole step | epoch CPU s at this rate |", "|---|---|---:|---:|---:|"]
