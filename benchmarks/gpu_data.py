@@ -7,7 +7,12 @@ stay float32 and byte-identical. ``unpack`` (run on the GPU machine) restores fl
 under the names the manifests expect.
 
     python benchmarks/gpu_data.py pack "${UNISREC_DATA:-data}" .gpu_data games scientific online_retail
+    python benchmarks/gpu_data.py pack "${UNISREC_DATA:-data}" .gpu_data games:half scientific
     python3 benchmarks/gpu_data.py unpack .gpu_data
+
+``NAME:half`` stores that dataset's clean features as float16 too (Games then carries 26 instead of 39 MB):
+only for a call that merely *pre-trains* on it -- under bfloat16 autocast every product rounds them
+further anyway; a call that fine-tunes or evaluates on a dataset needs its clean float32 copy.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ HALF = ".f16.npy"
 
 
 def pack(src_root: Path, dest_root: Path, names: list[str]) -> None:
-    for name in names:
+    for spec in names:
+        name, _, how = spec.partition(":")
+        if how not in ("", "half"):
+            sys.exit(f"{spec}: expected NAME or NAME:half")
         src, dest = src_root / name, dest_root / name
         if dest.exists():
             shutil.rmtree(dest)
@@ -31,7 +39,7 @@ def pack(src_root: Path, dest_root: Path, names: list[str]) -> None:
             if f.is_file():
                 shutil.copy2(f, dest / f.name)
         for f in (src / "features").iterdir():
-            if f.name.endswith(".word-drop.npy"):
+            if f.name.endswith(".word-drop.npy") or (how == "half" and not f.name.endswith(".keys.npy")):
                 np.save(dest / "features" / (f.name[: -len(".npy")] + HALF), np.load(f).astype(np.float16))
             elif not f.name.endswith(".keys.npy"):  # encode-cache keys: not needed to train
                 shutil.copy2(f, dest / "features" / f.name)

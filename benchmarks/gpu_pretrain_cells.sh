@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One lent-GPU call: the pre-training cells of configs/benchmarks/pretrain.yaml that the analyses wait
+# for, through `unisrec benchmark` (the same cells, commands and resume rules as on a CPU), all at once.
+#
+#   here:  python benchmarks/gpu_data.py pack "$UNISREC_DATA" .gpu_data games:half scientific
+#   call:  OUT=$OUT bash benchmarks/gpu_pretrain_cells.sh            (carry .gpu_data)
+#   back:  bash benchmarks/gpu_pretrain_cells.sh --restore FILES_AT runs/pretrain_gpu
+#
+# Default cells (MODELS x DATASETS of the spec): the four ablation checkpoints (no_ss, no_si, no_pw,
+# no_moe; bfloat16), full+scientific (the Online Retail target's Games + Scientific source), `full` on
+# Games (float32) and on Scientific (the single-source checkpoint of the source-mix figure), and
+# `full (bfloat16)` again (its CPU twin is committed: a cross-check of the device).
+# Fresh machine, no network: python3 with torch (CUDA), numpy, pyarrow, safetensors, tqdm, pyyaml
+# (PYTHONPATH=src; the CLI imports only what a sub-command needs). Each cell gets THREADS CPU threads.
+# Writes at most 8 files into $OUT: driver.log, logs.tgz (every cell's config, curve, done.json, cell
+# log, the archive's benchmark.json) and weights_N.tgz (the archive's cell folders with
+# model.safetensors, two or so per file: a file must stay under 16 MiB).
+# A CPU dry run with small data: SPEC=a_small_spec.yaml DATA=runs/dry_data OUT=runs/dry_out bash benchmarks/gpu_pretrain_cells.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. benchmarks/gpu_lib.sh
+if [ "${1:-}" = "--restore" ]; then  # here: unpack what came back into a run tree (cells with their weights)
+  src="${2:?FILES_AT}"; dest="${3:?RUN_DIR}"; mkdir -p "$dest"
+  for f in "$src"/weights_*.tgz "$src"/logs.tgz; do [ -f "$f" ] && tar xzf "$f" -C "$dest"; done
+  find "$dest" -name done.json | sort; exit 0
+fi
+OUT="${OUT:?set OUT to the output folder}"
+DATA="${DATA:-.gpu_data}"; SPEC="${SPEC:-configs/benchmarks/pretrain.yaml}"
+MODELS="${MODELS:-no_ss,no_si,no_pw,no_moe,full+scientific,full (bfloat16),full}"
+DATASETS="${DATASETS:-games,scientific}"
+PARALLEL="${PARALLEL:-8}"; THREADS="${THREADS:-2}"; MINUTES="${MINUTES:-6}"
+W="${WORK:-$PWD/runs/pretrain_gpu}"
+mkdir -p "$OUT" "$W"; OUT="$(cd "$OUT" && pwd)"
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 UNISREC_DATA="$PWD/$DATA"
+LOG="$OUT/driver.log"
+t0=$(date +%s)
+{ nvidia-smi || true; torch_info; } >> "$LOG" 2>&1
+python3 benchmarks/gpu_data.py unpack "$DATA" >> "$LOG" 2>&1 || { say "unpack failed"; exit 1; }
+say "cells: $MODELS on $DATASETS, $PARALLEL at once, $THREADS threads each, cap $MINUTES min"
+timeout "$(( MINUTES * 60 ))" python3 -m unisrec benchmark run "$SPEC" --runs "$W" --threads "$THREADS" \
+  --parallel "$PARALLEL" --datasets "$DATASETS" --models "$MODELS" >> "$LOG" 2>&1
+say "benchmark exit $?"
+rm -rf "$W.archive"
+python3 -m unisrec benchmark archive "$W" --out "$W.archive" --spec "$SPEC" --checkpoints >> "$LOG" 2>&1
+say "archive exit $?"
+(cd "$W" && find . -maxdepth 4 \( -name config.json -o -name training_log.jsonl -o -name done.json -o -name 'seed*.log' \
+   -o -name benchmark.json \) -not -path '*/resume/*' | tar czf "$OUT/logs.tgz" -T -)
+# weights: greedily two or three cells per file, each file < 15 MiB before compression
+n=0; size=0; batch=()
+flush() { [ ${#batch[@]} -gt 0 ] && (cd "$W.archive" && tar czf "$OUT/weights_$n.tgz" "${batch[@]}") && say "weights_$n.tgz: ${batch[*]}"; n=$((n + 1)); size=0; batch=(); }
+while IFS= read -r f; do
+  cell="$(dirname "$f")"; s=$(du -k "$W.archive/$f" | cut -f1)
+  if [ $(( size + s )) -gt 15000 ]; then flush; fi
+  batch+=("$cell"); size=$(( size + s ))
+done < <(cd "$W.archive" && find . -name model.safetensors | sort)
+flush
+for f in "$W"/*/*/seed*.log; do [ -f "$f" ] && { echo "=== $f"; tail -n 5 "$f"; }; done >> "$LOG" 2>&1
+say "done"
