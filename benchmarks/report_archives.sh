@@ -6,7 +6,8 @@
 #   configs/benchmarks/table3_scientific.yaml   -> results/table3/cells_scientific
 #   configs/benchmarks/table3_online_retail.yaml -> results/table3/cells_online_retail
 #   configs/benchmarks/fast_path_scientific.yaml -> results/every_position/cells_fast_path_scientific
-#   configs/benchmarks/ablation.yaml             -> results/analyses/cells_ablation_scientific
+#   configs/benchmarks/ablation.yaml             -> results/analyses/cells_ablation_scientific (CPU) and
+#                                                   results/analyses/cells_ablation_scientific_gpu (lent H200)
 #   configs/benchmarks/precision.yaml            -> results/precision/cells
 #   configs/benchmarks/pretrain_precision.yaml   -> results/precision/cells_pretrain
 #   configs/benchmarks/zesrec_source.yaml        -> results/table3/cells_zesrec_source (--checkpoints)
@@ -22,9 +23,12 @@ UNISREC="${UNISREC:-unisrec}"
 "$UNISREC" benchmark report results/every_position/cells_fast_path_scientific --out results/every_position/fast_path_scientific \
   --title "The fast path on Scientific: every-position batching, 512 targets per step" \
   --note "CPU, 1 torch thread per run, two runs sharing the 2-core machine; every run early-stopped on valid NDCG@10 (patience 10). The fast path's bar (issue 14): within 3% of the paper's batching (last-item, 2,048 per step) at convergence, whose 3-seed means are in results/table3/table3.md: SASRec 0.1057 / 0.0546, UniSRec_t+ID (scratch) 0.1180 / 0.0588 (R@10 / N@10). Reported from the archive results/every_position/cells_fast_path_scientific."
-"$UNISREC" benchmark report results/analyses/cells_ablation_scientific --out results/analyses/ablation_scientific \
-  --title "Ablation (the paper's Fig. 3), Scientific -- partial: the checkpoints without S-S, S-I, PW, MoE are not pre-trained yet" \
-  --note "2-core CPU, 1 thread per run, two other 1-thread jobs running. UniSRec = fine-tuned (inductive, float32) from the Games checkpoint pre-trained in bfloat16, cell full (bfloat16) of configs/benchmarks/pretrain.yaml (8 epochs at batch 8,192), as every ablation checkpoint is pre-trained in bfloat16 (the float32 checkpoint's fine-tuned UniSRec_t: 0.1298 / 0.0664, results/precision/pretrain_precision.md); without PT = from scratch; without FT = that checkpoint ranking Scientific by item text, no fine-tuning; Popularity = control. The UniSRec cells are the pretrain_precision campaign's UniSRec_t (pre-trained) (bfloat16) cells, the without-PT cells the Table 3 campaign's UniSRec_t cells (the same commands; copied, not retrained). Zero-shot in detail: zero_shot.md."
+"$UNISREC" benchmark report results/analyses/cells_ablation_scientific_gpu --out results/analyses/ablation_scientific \
+  --title "Ablation (the paper's Fig. 3), Scientific: every checkpoint and every cell on one lent H200" \
+  --note "Every row pre-trained and fine-tuned on a lent NVIDIA H200 (2026-12-04): the five Games checkpoints (full, w/o S-S, w/o S-I, w/o PW, w/o MoE; configs/benchmarks/pretrain.yaml, 8 epochs at batch 8,192, bfloat16; eight pre-training cells at once, 165 s) by benchmarks/gpu_pretrain_cells.sh, then configs/benchmarks/ablation.yaml's 24 cells, 16 processes at once (fine-tuning float32, inductive, 141-177 s per cell, early-stopped on valid NDCG@10, patience 10). The same cells run on the 2-core CPU agree (ablation_scientific_cpu.md: UniSRec 0.1264 / 0.0653 from the CPU-made checkpoint, without PT 0.1227 / 0.0649), and so do the pre-training curves of the two devices (results/pretrain/device_check_h200/). UniSRec = fine-tuned from the full checkpoint; without PT = from scratch; without FT = that checkpoint ranking Scientific by item text, no fine-tuning; Popularity = control. Games stands in for the paper's five Amazon pre-training domains, all-MiniLM-L6-v2 (384-d) for BERT. Reported from the archive results/analyses/cells_ablation_scientific_gpu."
+"$UNISREC" benchmark report results/analyses/cells_ablation_scientific --out results/analyses/ablation_scientific_cpu \
+  --title "Ablation cells on the 2-core CPU, Scientific: the device cross-check of ablation_scientific.md" \
+  --note "2-core CPU, 1 thread per run, two other 1-thread jobs running. The rows of ablation_scientific.md that were also trained here, from the CPU-made checkpoint: UniSRec = fine-tuned (inductive, float32) from the Games checkpoint pre-trained in bfloat16 on this CPU (cell full (bfloat16) of configs/benchmarks/pretrain.yaml), without PT = from scratch, without FT = that checkpoint by item text alone, Popularity = control. The UniSRec cells are the pretrain_precision campaign's UniSRec_t (pre-trained) (bfloat16) cells and the without-PT cells the Table 3 campaign's UniSRec_t cells (the same commands; copied, not retrained). The four variants' checkpoints were made on the H200 only."
 PYTHON="${PYTHON:-python}"
 "$PYTHON" benchmarks/longtail_page.py --dataset '$UNISREC_DATA/scientific' --models 'UniSRec_t+ID (pre-trained),UniSRec_t (pre-trained),UniSRec_t+ID,UniSRec_t'  # needs the dataset ($UNISREC_DATA)
 "$PYTHON" benchmarks/longtail_page.py --cells results/table3/cells_online_retail --target online_retail_shuffled \
