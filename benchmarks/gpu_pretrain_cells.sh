@@ -15,6 +15,9 @@
 # Writes at most 8 files into $OUT: driver.log, logs.tgz (every cell's config, curve, done.json, cell
 # log, the archive's benchmark.json) and weights_N.tgz (the archive's cell folders with
 # model.safetensors, two or so per file: a file must stay under 16 MiB).
+# A device call carries the whole working tree with .gpu_data (64 MiB in all): the checkpoints committed
+# under results/pretrain/cells/ (~35 MiB) leave no room for Games' 28 MiB pack, so a later call that
+# pre-trains on Games moves those model.safetensors out of the tree for the call and back after it.
 # A CPU dry run with small data: SPEC=a_small_spec.yaml DATA=runs/dry_data OUT=runs/dry_out bash benchmarks/gpu_pretrain_cells.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
