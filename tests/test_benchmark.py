@@ -608,7 +608,8 @@ def test_bars_are_the_seed_means_with_every_seed_drawn(tmp_path):
     from unisrec.benchmark.report import BAR_METRICS, bars_figure
 
     d = build_report(fake_tree(tmp_path / "runs"))
-    fig = bars_figure(d)
+    fig = bars_figure(d, title="Ablation (Fig. 3), Scientific")
+    assert fig.get_suptitle() == "Ablation (Fig. 3), Scientific"  # the PNG names its experiment
     ax = fig.axes[0]
     models = d["datasets"]["scientific"]["models"]
     heights = [p.get_height() for p in ax.patches]

@@ -304,8 +304,10 @@ def render_markdown(result: dict[str, Any], title: str | None = None, note: str 
 
 
 # ------------------------------------------------------------------ curves
-def plot_curves(result: dict[str, Any], dataset: str, out_png: str | os.PathLike, metric: str = "ndcg@10") -> Path:
-    """One figure: validation ``metric`` per epoch of every model (one colour) and seed (one line style)."""
+def plot_curves(result: dict[str, Any], dataset: str, out_png: str | os.PathLike, metric: str = "ndcg@10",
+                title: str | None = None) -> Path:
+    """One figure: validation ``metric`` per epoch of every model (one colour) and seed (one line style);
+    ``title`` (the report's) heads it, so the PNG names its experiment when opened on its own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -315,10 +317,15 @@ def plot_curves(result: dict[str, Any], dataset: str, out_png: str | os.PathLike
     from unisrec.evaluation.plots import read_training_log
 
     styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    models = result["curves"][dataset]
+    runs = sum(len(logs) for logs in models.values())
+    legend_cols = 0 if runs <= 8 else 1 + runs // 25  # many runs: the legend goes beside the axes
+    fig, ax = plt.subplots(figsize=(7.5 + 2.3 * legend_cols, 4.5), dpi=110)
+    if title:
+        fig.suptitle(fill_title(title, 90 + 28 * legend_cols), fontsize=9)
+    colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20").colors
     drawn = 0
-    for i, (label, logs) in enumerate(result["curves"][dataset].items()):
+    for i, (label, logs) in enumerate(models.items()):
         for j, run in enumerate(logs):
             rows = [r for r in read_training_log(Path(run["log"]).parent) if metric in (r.get("valid") or {})]
             if not rows:
@@ -338,10 +345,13 @@ def plot_curves(result: dict[str, Any], dataset: str, out_png: str | os.PathLike
     ax.set_ylabel(f"validation {pretty}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if legend_cols:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=legend_cols, frameon=False)
+    else:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png)
+    fig.savefig(out_png, bbox_inches="tight")
     plt.close(fig)
     return out_png
 
@@ -349,10 +359,18 @@ def plot_curves(result: dict[str, Any], dataset: str, out_png: str | os.PathLike
 BAR_METRICS: tuple[str, ...] = ("recall@10", "ndcg@10")
 
 
-def bars_figure(result: dict[str, Any], metrics: tuple[str, ...] = BAR_METRICS):
+def fill_title(title: str, width: int) -> str:
+    """A report title wrapped onto lines of at most ``width`` characters, for a figure's heading."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width))
+
+
+def bars_figure(result: dict[str, Any], metrics: tuple[str, ...] = BAR_METRICS, title: str | None = None):
     """The paper's Fig. 2 / Fig. 3 layout: one panel per dataset, one group of bars per metric, one
     bar per model (its mean over finished seeds; whisker = sample std, dots = the seeds), the number
-    of seeds behind each bar in the legend. Returns the matplotlib figure (the caller saves it)."""
+    of seeds behind each bar in the legend, ``title`` (the report's) above. Returns the matplotlib
+    figure (the caller saves it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,6 +383,8 @@ def bars_figure(result: dict[str, Any], metrics: tuple[str, ...] = BAR_METRICS):
     colours = plt.get_cmap("tab10" if most <= 10 else "tab20").colors
     panel_width = min(12.0, max(6.5, 2.0 + 0.32 * most * len(metrics)))  # inches; wide enough for the legend
     fig, axes = plt.subplots(1, len(datasets), figsize=(panel_width * len(datasets), 5.0), dpi=110, squeeze=False)
+    if title:
+        fig.suptitle(fill_title(title, int(13 * panel_width * len(datasets))), fontsize=9)
     for ax, ds in zip(axes[0], datasets):
         models = result["datasets"][ds]["models"]
         width = 0.8 / len(models)
@@ -387,11 +407,12 @@ def bars_figure(result: dict[str, Any], metrics: tuple[str, ...] = BAR_METRICS):
     return fig
 
 
-def plot_bars(result: dict[str, Any], out_png: str | os.PathLike, metrics: tuple[str, ...] = BAR_METRICS) -> Path:
+def plot_bars(result: dict[str, Any], out_png: str | os.PathLike, metrics: tuple[str, ...] = BAR_METRICS,
+              title: str | None = None) -> Path:
     """Save :func:`bars_figure` as ``out_png``."""
     import matplotlib.pyplot as plt
 
-    fig = bars_figure(result, metrics)
+    fig = bars_figure(result, metrics, title)
     out_png = Path(out_png)
     fig.savefig(out_png)
     plt.close(fig)
@@ -421,11 +442,11 @@ def write_report(result: dict[str, Any], stem: str | os.PathLike, title: str | N
     for ds in result["curves"]:
         png = stem.parent / f"{stem.name}_{ds}_curves.png"
         try:
-            pngs.append(plot_curves(result, ds, png))
+            pngs.append(plot_curves(result, ds, png, title=title))
         except UserError:
             continue
     if any(d["models"] for d in result["datasets"].values()):
-        pngs.append(plot_bars(result, stem.parent / f"{stem.name}_bars.png"))
+        pngs.append(plot_bars(result, stem.parent / f"{stem.name}_bars.png", title=title))
     if pngs:
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
     md.write_text(text, encoding="utf-8")
