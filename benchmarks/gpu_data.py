@@ -39,9 +39,11 @@ def pack(src_root: Path, dest_root: Path, names: list[str]) -> None:
             if f.is_file():
                 shutil.copy2(f, dest / f.name)
         for f in (src / "features").iterdir():
-            if f.name.endswith(".word-drop.npy") or (how == "half" and not f.name.endswith(".keys.npy")):
+            if f.name.endswith(".keys.npy"):  # encode-cache keys: not needed to train
+                continue
+            if how == "half" or f.name.endswith(".word-drop.npy"):
                 np.save(dest / "features" / (f.name[: -len(".npy")] + HALF), np.load(f).astype(np.float16))
-            elif not f.name.endswith(".keys.npy"):  # encode-cache keys: not needed to train
+            else:
                 shutil.copy2(f, dest / "features" / f.name)
     total = sum(f.stat().st_size for f in dest_root.rglob("*") if f.is_file())
     print(f"{dest_root}: {total / 2**20:.1f} MiB")

@@ -46,8 +46,7 @@ say "benchmark exit $?"
 rm -rf "$W.archive"
 python3 -m unisrec benchmark archive "$W" --out "$W.archive" --spec "$SPEC" --checkpoints >> "$LOG" 2>&1
 say "archive exit $?"
-(cd "$W" && find . -maxdepth 4 \( -name config.json -o -name training_log.jsonl -o -name done.json -o -name 'seed*.log' \
-   -o -name benchmark.json \) -not -path '*/resume/*' | tar czf "$OUT/logs.tgz" -T -)
+pack_runs "$OUT/logs.tgz" "$W" . -- benchmark.json
 # weights: greedily two or three cells per file, each file < 15 MiB before compression
 n=0; size=0; batch=()
 flush() { [ ${#batch[@]} -gt 0 ] && (cd "$W.archive" && tar czf "$OUT/weights_$n.tgz" "${batch[@]}") && say "weights_$n.tgz: ${batch[*]}"; n=$((n + 1)); size=0; batch=(); }
