@@ -315,6 +315,10 @@ def test_zero_shot_and_popularity_cells_rank_without_training(tmp_path, monkeypa
     assert pop["test"] == pytest.approx(evaluate_popularity(Dataset.load(target), "test"))
     assert pop["valid"] == pytest.approx(evaluate_popularity(Dataset.load(target), "valid"))
     assert summary["cells"][0]["command"] == f"unisrec evaluate {ckpt} --dataset {target} --json"
+    monkeypatch.chdir(tmp_path)  # checkpoint and dataset inside the current folder: shown relative (no machine paths)
+    summary = runner.run_benchmark(spec, runs, threads=1, isolate=False, say=lambda s: None)
+    assert summary["cells"][0]["command"] == "unisrec evaluate pre/s/PT/seed1 --dataset t --json"
+    assert summary["spec"]["models"]["w-o FT"]["from"] == "pre/s/PT/seed1"
     capsys.readouterr()
     assert main(["evaluate", "--popularity", "--dataset", str(target), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(pop["test"])

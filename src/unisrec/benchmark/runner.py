@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from unisrec.benchmark.spec import POPULARITY, BenchmarkSpec, DatasetEntry, ModelEntry
+from unisrec.benchmark.spec import POPULARITY, BenchmarkSpec, DatasetEntry, ModelEntry, display_path
 from unisrec.data.output import lock_holder
 from unisrec.errors import UserError
 
@@ -327,14 +327,6 @@ def display_dataset(entry: DatasetEntry) -> str:
     return entry.given
 
 
-def display_path(path: Path) -> str:
-    """``path`` relative to the current folder when inside it (results pages hold no machine paths)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | None = None, isolate: bool = True,
                   parallel: int = 1, finalize: bool = False, dry_run: bool = False, only: BenchmarkSpec | None = None,
                   collect_only: bool = False, say: Callable[[str], None] = print,
@@ -363,7 +355,8 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     for cell in grid:
         shown = {"source": [display_dataset(s) for s in cell.model.sources]} if cell.model.sources else None
         rec = {"dataset": cell.dataset.name, "model": cell.model.label, "seed": cell.seed, "dir": str(cell.dir.relative_to(runs)),
-               "command": cell.model.command(display_dataset(cell.dataset), display_path(cell.dir), cell.seed, shown)}
+               "command": cell.model.command(display_dataset(cell.dataset), display_path(cell.dir), cell.seed, shown,
+                                             display_path(Path(cell.model.pretrained)) if cell.model.pretrained else None)}
         records[cell.name] = rec
         if cell.name not in selected:
             rec["status"] = "skipped" if cell_state(cell.dir) == "finished" else "not selected"

@@ -97,11 +97,14 @@ class ModelEntry:
         """The cell folder name of this model (its label, spaces as ``_``)."""
         return self.label.replace(" ", "_")
 
-    def command(self, dataset: str, output: str, seed: int, extra: dict[str, Any] | None = None) -> str:
-        """The `unisrec` command line that trains this cell (for results pages)."""
+    def command(self, dataset: str, output: str, seed: int, extra: dict[str, Any] | None = None,
+                shown_from: str | None = None) -> str:
+        """The `unisrec` command line that trains this cell (for results pages); ``shown_from``: the
+        `from:` folder as the page shows it (default: the resolved path)."""
         extra = dict(extra or {})
+        pretrained = shown_from or self.pretrained
         if self.model == ZERO_SHOT:
-            return f"unisrec evaluate {self.pretrained} --dataset {dataset} --json"
+            return f"unisrec evaluate {pretrained} --dataset {dataset} --json"
         if self.model == POPULARITY:
             return f"unisrec evaluate --popularity --dataset {dataset} --json"
         if self.is_pretrain:  # the source domains are more datasets to pre-train on
@@ -112,7 +115,7 @@ class ModelEntry:
             words = ["unisrec", "train", self.model, dataset]
         words += ["--output", output]
         if self.pretrained:
-            words += ["--from" if self.is_finetune else "--init-from", self.pretrained]
+            words += ["--from" if self.is_finetune else "--init-from", str(pretrained)]
         if self.unfreeze_all:
             words.append("--unfreeze-all")
         for k, v in {**self.options, "seed": seed, **extra}.items():
@@ -121,6 +124,14 @@ class ModelEntry:
                 continue
             words += [f"--{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)]
         return " ".join(words)
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the current folder when inside it (results pages hold no machine paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @dataclass(frozen=True)
@@ -139,7 +150,7 @@ class BenchmarkSpec:
             "dataset_order": list(self.datasets),  # the JSON file sorts keys; these keep the spec's order
             "model_order": list(self.models),
             "datasets": {k: {"path": d.given, "paper": d.paper} for k, d in self.datasets.items()},
-            "models": {k: {"model": m.model, "options": m.options, "from": m.pretrained, "unfreeze_all": m.unfreeze_all,
+            "models": {k: {"model": m.model, "options": m.options, "from": m.pretrained and display_path(m.pretrained), "unfreeze_all": m.unfreeze_all,
                            "role": m.role, "paper": m.paper, "folder": m.folder, "source": [s.given for s in m.sources],
                            **({"datasets": list(m.only_on)} if m.only_on is not None else {})}
                        for k, m in self.models.items()},
