@@ -66,6 +66,8 @@ done
 pack_runs "$OUT/logs.tgz" "$R" pretrain_or pretrain/games/full+online_retail src_or src_gor abl_or srcor_games -- bench_logs
 n=0
 for cell in pretrain_or/online_retail_shuffled/full/seed2020 pretrain/games/full+online_retail/seed2020; do
-  [ -f "$R/$cell/done.json" ] && (cd "$R" && tar czf "$OUT/weights_$n.tgz" "$cell") && say "weights_$n.tgz: $cell"; n=$((n + 1))
+  # what `finetune --from` reads and the archive keeps, not the resume state (a file must stay under 16 MiB)
+  [ -f "$R/$cell/done.json" ] && (cd "$R" && tar czf "$OUT/weights_$n.tgz" "$cell"/{model.safetensors,config.json,done.json,training_log.jsonl} "$cell.log") \
+    && say "weights_$n.tgz: $cell"; n=$((n + 1))
 done
 say "done"
