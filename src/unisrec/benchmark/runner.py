@@ -355,8 +355,7 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     for cell in grid:
         shown = {"source": [display_dataset(s) for s in cell.model.sources]} if cell.model.sources else None
         rec = {"dataset": cell.dataset.name, "model": cell.model.label, "seed": cell.seed, "dir": str(cell.dir.relative_to(runs)),
-               "command": cell.model.command(display_dataset(cell.dataset), display_path(cell.dir), cell.seed, shown,
-                                             display_path(Path(cell.model.pretrained)) if cell.model.pretrained else None)}
+               "command": cell.model.command(display_dataset(cell.dataset), display_path(cell.dir), cell.seed, shown)}
         records[cell.name] = rec
         if cell.name not in selected:
             rec["status"] = "skipped" if cell_state(cell.dir) == "finished" else "not selected"

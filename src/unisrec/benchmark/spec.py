@@ -97,12 +97,11 @@ class ModelEntry:
         """The cell folder name of this model (its label, spaces as ``_``)."""
         return self.label.replace(" ", "_")
 
-    def command(self, dataset: str, output: str, seed: int, extra: dict[str, Any] | None = None,
-                shown_from: str | None = None) -> str:
-        """The `unisrec` command line that trains this cell (for results pages); ``shown_from``: the
-        `from:` folder as the page shows it (default: the resolved path)."""
+    def command(self, dataset: str, output: str, seed: int, extra: dict[str, Any] | None = None) -> str:
+        """The `unisrec` command line that trains this cell (for results pages: the `from:` folder
+        relative to the current folder when inside it)."""
         extra = dict(extra or {})
-        pretrained = shown_from or self.pretrained
+        pretrained = self.pretrained and display_path(self.pretrained)
         if self.model == ZERO_SHOT:
             return f"unisrec evaluate {pretrained} --dataset {dataset} --json"
         if self.model == POPULARITY:
@@ -115,7 +114,7 @@ class ModelEntry:
             words = ["unisrec", "train", self.model, dataset]
         words += ["--output", output]
         if self.pretrained:
-            words += ["--from" if self.is_finetune else "--init-from", str(pretrained)]
+            words += ["--from" if self.is_finetune else "--init-from", pretrained]
         if self.unfreeze_all:
             words.append("--unfreeze-all")
         for k, v in {**self.options, "seed": seed, **extra}.items():
