@@ -90,3 +90,24 @@ def test_the_cap_puts_more_sessions_into_a_step():
 
     assert capped.num_targets == uncapped.num_targets
     assert sessions_per_step(capped) > 2 * sessions_per_step(uncapped)
+
+
+@pytest.mark.parametrize("strategy", [LastItemBatching, EveryPositionBatching])
+def test_one_padded_pass_equals_length_buckets(strategy):
+    """Accelerators encode a step in one padded pass, CPUs bucket by length: same loss (dropout off)."""
+    from unisrec.training.batching import encoder_passes
+
+    ds = long_sessions()
+    torch.manual_seed(0)
+    cfg = config_from_dict(SASRecConfig, dict(num_items=ds.num_items, hidden_size=16, inner_size=16, max_seq_length=50,
+                                              hidden_dropout=0.0, attn_dropout=0.0))
+    model = SASRec(cfg).eval()
+    b = strategy(ds, 50, 10**6)
+    idx = np.arange(len(b.lengths))
+    assert len(encoder_passes(b.lengths, "cpu")) > 1 and len(encoder_passes(b.lengths, "cuda")) == 1
+    with torch.no_grad():
+        bucketed, n = b.loss(model, idx, "cpu")
+        b.one_pass = True
+        single, m = b.loss(model, idx, "cpu")
+    assert n == m
+    torch.testing.assert_close(bucketed, single, rtol=1e-5, atol=1e-6)

@@ -47,10 +47,25 @@ def cross_entropy_over_items(model: Any, reprs: list[torch.Tensor], targets: lis
     return F.cross_entropy(logits, torch.cat(targets).to(device))
 
 
+def encoder_passes(lens: np.ndarray, device: Any, one_pass: bool | None = None) -> list[np.ndarray]:
+    """How a step's rows are cut into encoder passes: length buckets on a CPU, one padded pass elsewhere.
+
+    On a CPU the work is the FLOPs, and padding short histories to the step's longest wastes most of
+    them, so rows go bucket by bucket (``models.encoder.length_buckets``). On an accelerator a step of
+    these sizes is bound by kernel launches, not FLOPs: one padded pass issues a sixth of the launches.
+    Trailing padding changes no value (causal attention, or a key mask), only the dropout draws.
+    ``one_pass`` overrides the choice (tests compare both).
+    """
+    if one_pass is None:
+        one_pass = torch.device(device).type != "cpu"
+    return [np.arange(len(lens))] if one_pass else length_buckets(lens)
+
+
 class LastItemBatching:
     """The paper's batching: one example per training prefix (the release's data loader)."""
 
     name = "last-item"
+    one_pass: bool | None = None  # encoder_passes(): None = by device
 
     def __init__(self, dataset: Any, max_history: int, batch_size: int):
         self.history, self.lengths, self.targets = dataset.examples("train", max_history)
@@ -65,7 +80,7 @@ class LastItemBatching:
         hist, lens, tgt = self.history[idx], self.lengths[idx], self.targets[idx]
         table = model.item_representations()
         reprs, targets = [], []
-        for g in length_buckets(lens):
+        for g in encoder_passes(lens, device, self.one_pass):
             width = int(lens[g].max())
             seq = torch.from_numpy(hist[g, :width]).to(device, non_blocking=True)
             reprs.append(model.sequence_representation(seq, torch.from_numpy(lens[g]).to(device), table))
@@ -86,6 +101,7 @@ class EveryPositionBatching:
     """
 
     name = "every-position"
+    one_pass: bool | None = None  # encoder_passes(): None = by device
 
     def __init__(self, dataset: Any, max_history: int, batch_size: int, cap: int = 0):
         windows = train_windows(dataset, max_history)
@@ -101,7 +117,7 @@ class EveryPositionBatching:
         inputs, lens, tgt, counted = self.inputs[idx], self.lengths[idx], self.targets[idx], self.counted[idx]
         table = model.item_representations()
         reprs, targets = [], []
-        for g in length_buckets(lens):
+        for g in encoder_passes(lens, device, self.one_pass):
             width = int(lens[g].max())
             seq = torch.from_numpy(inputs[g, :width]).to(device)
             out = model.position_representations(seq, torch.from_numpy(lens[g]).to(device), table)
@@ -200,6 +216,7 @@ class ClozeBatching:
     """
 
     name = "cloze"
+    one_pass: bool | None = None  # encoder_passes(): None = by device
 
     def __init__(self, dataset: Any, max_history: int, batch_size: int):
         self.sequences, self.lengths = training_sequences(dataset, max_history)
@@ -237,7 +254,7 @@ class ClozeBatching:
         inputs = np.where(mask, settings.mask_token, seqs)
         table = model.item_representations()
         reprs, targets = [], []
-        for g in length_buckets(lens):
+        for g in encoder_passes(lens, device, self.one_pass):
             width = int(lens[g].max())
             out = model.bidirectional_outputs(torch.from_numpy(inputs[g, :width]).to(device), torch.from_numpy(lens[g]).to(device))
             m = mask[g, :width]
