@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 
-def build_tasks(spec_path: str, dataset: str, seed: int, threads: int, only: list[str] | None):
+def build_tasks(spec_path: str, dataset: str, seed: int, threads: int, only: list[str] | None, device: str = "cpu"):
     import torch
 
     from unisrec.benchmark.runner import cell_configs
@@ -37,7 +37,7 @@ def build_tasks(spec_path: str, dataset: str, seed: int, threads: int, only: lis
 
     spec = load_spec(spec_path)
     entry = spec.datasets[dataset]
-    device = torch.device("cpu")
+    device = torch.device(device)
     tasks = {}
     for label, model in spec.models.items():
         if only and label not in only:
