@@ -16,12 +16,10 @@ Validation is not included (the same full-ranking pass for every ID model).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -121,13 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, row in rows.items():
         md.append(f"| {label} | {row['batching']} | {row['precision']} | {row['steps_per_epoch']} | {row['step_cpu_s']:.2f} | "
                   f"{row['epoch_cpu_s']:.1f} | {row['ratio_cpu']:.2f} | {row['epoch_wall_s']:.1f} | {row['ratio_wall']:.2f} |")
-    text = "\n".join(md) + "\n"
-    print(text)
+    print("\n".join(md))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
+        from benchlib import write_result
+
+        write_result(args.out, result, md)
     return 0
 
 

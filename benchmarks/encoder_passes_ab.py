@@ -12,10 +12,7 @@ synchronised), x the steps in an epoch. Validation is not included.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -33,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from baseline_epoch_speed import build_tasks
+    from benchlib import write_result
 
     from unisrec.training.loop import step_precision
 
@@ -77,13 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     for label, r in rows.items():
         md.append(f"| {label} | {r['precision']} | {r['steps_per_epoch']} | {r['step_s_buckets'] * 1e3:.1f} | "
                   f"{r['step_s_one_pass'] * 1e3:.1f} | {r['epoch_s_buckets']:.1f} | {r['epoch_s_one_pass']:.1f} | {r['speedup']:.2f}x |")
-    text = "\n".join(md) + "\n"
-    print(text)
+    print("\n".join(md))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
+        write_result(args.out, result, md)
     return 0
 
 
