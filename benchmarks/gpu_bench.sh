@@ -14,8 +14,11 @@
 #   results/analyses/ablation_online_retail.md: .gpu_data = online_retail_shuffled, full+scientific's weights
 #   moved out; SPEC=configs/benchmarks/ablation_online_retail.yaml SEEDS=2020 PARALLEL=5 THREADS=2
 #   MODELS="UniSRec,without S-S,without S-I,without PW,without MoE" MINUTES=8, then the same again (4 min).
-# Env: TAG names this spec's run folder and output files (default: the spec's file stem), THREADS CPU threads
-# per cell (default 2), DATA the unpacked data folder (default .gpu_data). Writes into $OUT: driver.log,
+# Env: TAG names this spec's run folder and output files (default: the spec's file stem; TAG=pretrain for
+# configs/benchmarks/pretrain.yaml, whose cells other specs start `from:` runs/pretrain/...), DATASETS only
+# these of the spec's datasets, THREADS CPU threads per cell (default 2), DATA the unpacked data folder
+# (default .gpu_data), CHECKPOINTS=1 to bring the finished cells' weights back in the archive (a file
+# comes back only under 16 MiB: two pre-training checkpoints at most). Writes into $OUT: driver.log,
 # cells_TAG.tgz (`benchmark archive` of the finished cells: metrics, per-user ranks, curves) and logs_TAG.tgz
 # (every cell's config, curve and log, finished or not; a resume state, 15-50 MB, stays on the machine).
 set -uo pipefail
@@ -34,9 +37,10 @@ python3 benchmarks/gpu_data.py unpack "$DATA" >> "$LOG" 2>&1  # a no-op once unp
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 UNISREC_DATA="$(cd "$DATA" && pwd)"
 cp -rn results/pretrain/cells/. "$R/pretrain/" 2>/dev/null  # the committed checkpoints (those still in the tree)
 timeout $(( MINUTES * 60 )) python3 -m unisrec benchmark run "$SPEC" --runs "$R/$TAG" --seeds "$SEEDS" \
-  --threads "$THREADS" --parallel "$PARALLEL" --models "$MODELS" >> "$R/bench_logs/$TAG.log" 2>&1
+  --threads "$THREADS" --parallel "$PARALLEL" --models "$MODELS" ${DATASETS:+--datasets "$DATASETS"} \
+  >> "$R/bench_logs/$TAG.log" 2>&1
 say "$TAG: exit $? (124 = stopped at the deadline)"
-python3 -m unisrec benchmark archive "$R/$TAG" --out "$R/arch/$TAG" >> "$LOG" 2>&1
+python3 -m unisrec benchmark archive "$R/$TAG" --out "$R/arch/$TAG" ${CHECKPOINTS:+--checkpoints} >> "$LOG" 2>&1
 (cd "$R/arch" && tar czf "$OUT/cells_$TAG.tgz" "$TAG")
 pack_runs "$OUT/logs_$TAG.tgz" "$R" "$TAG" -- "bench_logs/$TAG.log"
 say "done"
