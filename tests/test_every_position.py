@@ -95,7 +95,7 @@ def test_the_cap_puts_more_sessions_into_a_step():
 @pytest.mark.parametrize("strategy", [LastItemBatching, EveryPositionBatching])
 def test_one_padded_pass_equals_length_buckets(strategy):
     """Accelerators encode a step in one padded pass, CPUs bucket by length: same loss (dropout off)."""
-    from unisrec.training.batching import encoder_passes
+    from unisrec.models.encoder import encoder_passes
 
     ds = long_sessions()
     torch.manual_seed(0)

@@ -232,6 +232,20 @@ def length_buckets(lengths: np.ndarray, max_size: int | None = None) -> list[np.
     return [g[i : i + max_size] for g in groups for i in range(0, len(g), max_size)]
 
 
+def encoder_passes(lens: np.ndarray, device: Any, one_pass: bool | None = None) -> list[np.ndarray]:
+    """How a step's rows are cut into encoder passes: length buckets on a CPU, one padded pass elsewhere.
+
+    On a CPU the work is the FLOPs, and padding short histories to the step's longest wastes most of
+    them, so rows go bucket by bucket (:func:`length_buckets`). On an accelerator a step of
+    these sizes is bound by kernel launches, not FLOPs: one padded pass issues a sixth of the launches.
+    Trailing padding changes no value (causal attention, or a key mask), only the dropout draws.
+    ``one_pass`` overrides the choice (tests compare both).
+    """
+    if one_pass is None:
+        one_pass = torch.device(device).type != "cpu"
+    return [np.arange(len(lens))] if one_pass else length_buckets(lens)
+
+
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """RecBole/BERT initialisation: N(0, std) weights, zero biases, unit LayerNorm."""
     if isinstance(module, (nn.Linear, nn.Embedding)):

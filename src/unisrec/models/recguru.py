@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, init_weights, length_buckets
+from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, encoder_passes, init_weights
 from unisrec.models.sasrec import SASRec
 from unisrec.training.joint import DomainSequences, JointTask, encode_last, gather_rows, link_users
 
@@ -103,7 +103,7 @@ def reconstruction_loss(decoder: SequenceEncoder, table: torch.Tensor, gur: torc
     neg = torch.from_numpy(negatives).to(device)
     neg_table = table[neg]
     losses, count = [], 0
-    for g in length_buckets(lens):
+    for g in encoder_passes(lens, device):
         width = int(lens[g].max())
         seq = torch.from_numpy(seqs[g, :width]).to(device)
         inputs = torch.cat([gur[torch.from_numpy(g).to(device)].unsqueeze(1), table[seq[:, :-1]]], 1)

@@ -33,9 +33,10 @@ Differences from the release, on purpose (each keeps the objective's function):
   them on the left to 50 in pre-training but on the right in fine-tuning, so its position
   embeddings mean different things in the two stages. The segment context is read at the last
   real item, which is what the release's ``[:, -1]`` reads;
-* a batch is encoded in length groups (``models.encoder.length_buckets``), each padded to its own
-  longest history, with the encoder's bidirectional mask (``forward_all(..., causal=False)``:
-  every position attends every real item): padding then changes no value;
+* a batch is encoded in length groups on a CPU, each padded to its own longest history, and in one
+  padded pass on a GPU (``models.encoder.encoder_passes``), with the encoder's bidirectional mask
+  (``forward_all(..., causal=False)``: every position attends every real item): padding then changes
+  no value;
 * MIP's negative is any item not in the history; the release's sampler can also draw its own
   [mask] index;
 * AAP/MAP score the real items only (the release also scores the padding row, label 0);
@@ -55,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisrec.models.encoder import EncoderConfig, check_sizes, init_weights, length_buckets
+from unisrec.models.encoder import EncoderConfig, check_sizes, encoder_passes, init_weights
 from unisrec.models.sasrec import SASRec
 
 
@@ -299,7 +300,7 @@ class S3RecPretrainTask:
         """Bidirectional outputs of left-aligned histories in length groups: [(rows, (b, w, d) outputs)],
         each group trimmed to its own longest history (callers pick the positions they need)."""
         out = []
-        for g in length_buckets(lens):
+        for g in encoder_passes(lens, self.device):
             width = int(lens[g].max())
             seq = torch.from_numpy(seqs[g, :width]).to(self.device)
             lengths = torch.from_numpy(lens[g]).to(self.device)

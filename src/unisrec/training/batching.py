@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unisrec.models.encoder import length_buckets
+from unisrec.models.encoder import encoder_passes
 
 Batching = Literal["last-item", "every-position", "cloze"]
 BATCHINGS: tuple[str, ...] = get_args(Batching)
@@ -45,20 +45,6 @@ def cross_entropy_over_items(model: Any, reprs: list[torch.Tensor], targets: lis
     """Eq. (11)/(12) scores of the step's sequence vectors against every item, mean cross-entropy."""
     logits = model.scores(torch.cat(reprs), table)
     return F.cross_entropy(logits, torch.cat(targets).to(device))
-
-
-def encoder_passes(lens: np.ndarray, device: Any, one_pass: bool | None = None) -> list[np.ndarray]:
-    """How a step's rows are cut into encoder passes: length buckets on a CPU, one padded pass elsewhere.
-
-    On a CPU the work is the FLOPs, and padding short histories to the step's longest wastes most of
-    them, so rows go bucket by bucket (``models.encoder.length_buckets``). On an accelerator a step of
-    these sizes is bound by kernel launches, not FLOPs: one padded pass issues a sixth of the launches.
-    Trailing padding changes no value (causal attention, or a key mask), only the dropout draws.
-    ``one_pass`` overrides the choice (tests compare both).
-    """
-    if one_pass is None:
-        one_pass = torch.device(device).type != "cpu"
-    return [np.arange(len(lens))] if one_pass else length_buckets(lens)
 
 
 class LastItemBatching:

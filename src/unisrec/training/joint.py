@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unisrec.models.encoder import length_buckets
+from unisrec.models.encoder import encoder_passes
 
 
 @dataclass
@@ -98,12 +98,13 @@ def gather_rows(table: torch.Tensor, *ids: np.ndarray) -> tuple[torch.Tensor, li
 
 def encode_last(encoder: nn.Module, table: torch.Tensor, seqs: np.ndarray, lens: np.ndarray, device: Any) -> torch.Tensor:
     """(B, d) encoder outputs at each sequence's last real item, in the rows' order; encoded in length
-    buckets, each padded to its own longest (padding changes no value: see ``models.encoder``). The
+    buckets on a CPU, each padded to its own longest, in one pass elsewhere (``models.encoder.encoder_passes``:
+    padding changes no value). The
     items are looked up in ``table`` once for all buckets (one table-sized gradient: ``gather_rows``)."""
     width_all = int(lens.max())
     emb = table[torch.from_numpy(np.ascontiguousarray(seqs[:, :width_all])).to(device)]
     parts, order = [], []
-    for g in length_buckets(lens):
+    for g in encoder_passes(lens, device):
         width = int(lens[g].max())
         parts.append(encoder(emb[torch.from_numpy(g).to(device), :width], torch.from_numpy(lens[g]).to(device)))
         order.append(g)

@@ -44,7 +44,7 @@ from torch import nn
 from unisrec.data.dataset import write_json
 from unisrec.data.multidomain import MultiDomainCorpus
 from unisrec.errors import UserError
-from unisrec.models.encoder import length_buckets
+from unisrec.models.encoder import encoder_passes
 from unisrec.models.unisrec import UniSRec, UniSRecConfig
 from unisrec.training.config import PretrainConfig
 from unisrec.training.distributed import (
@@ -78,14 +78,15 @@ def unique_items(items: torch.Tensor, table_size: int) -> tuple[torch.Tensor, to
 
 def encode_by_length(model: UniSRec, seqs: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Sequence representations (Eq. 6-7) of (N, L) left-aligned histories, encoded in length
-    buckets (``models.encoder.length_buckets``), each trimmed to its own longest history, with the
-    final layer computed at the last position only (``SequenceEncoder.forward_last``).
+    buckets on a CPU, each trimmed to its own longest history, in one padded pass on a GPU
+    (``models.encoder.encoder_passes``), with the final layer computed at the last position only
+    (``SequenceEncoder.forward_last``).
 
     The encoder is causal and read at the last real position, so trailing padding never changes a
     representation: the same function as one padded call (a test checks it), at a fraction of the
     cost -- most training prefixes are short (Games: mean 7, Scientific: 4).
     """
-    buckets = length_buckets(lengths.cpu().numpy())
+    buckets = encoder_passes(lengths.cpu().numpy(), seqs.device)
     order = torch.from_numpy(np.concatenate(buckets)).to(seqs.device)
     parts = []
     for idx in buckets:
