@@ -7,10 +7,11 @@
 #            bash benchmarks/gpu_bench.sh                                             (carry .gpu_data)
 #   again: the same command while the machine is still warm resumes the unfinished cells where they were
 #   back:  bash benchmarks/gpu_source_mix.sh --restore FILES_AT runs/NAME
-# A call carries the working tree and .gpu_data, 64 MiB in all: the pre-training checkpoints committed under
-# results/pretrain/cells/ (~43 MB) travel with the tree, so a call that reads Games' features moves the ones
-# its cells do not start from out of the tree for the call (and back after). Made with it (its first form,
-# commit 342fa7c, which also ran benchmarks/encoder_passes_ab.py first):
+# A call carries the working tree and .gpu_data, 64 MiB in all: the checkpoints committed under results/
+# (~43 MB) travel with the tree, so first move those the cells do not start from out of it, check, and
+# after the call move them back:
+#   python benchmarks/gpu_data.py stash KEEP...; python benchmarks/gpu_data.py size .gpu_data; ...; unstash
+# Made with it (its first form, commit 342fa7c, which also ran benchmarks/encoder_passes_ab.py first):
 #   results/analyses/ablation_online_retail.md: .gpu_data = online_retail_shuffled, full+scientific's weights
 #   moved out; SPEC=configs/benchmarks/ablation_online_retail.yaml SEEDS=2020 PARALLEL=5 THREADS=2
 #   MODELS="UniSRec,without S-S,without S-I,without PW,without MoE" MINUTES=8, then the same again (4 min).
