@@ -19,7 +19,9 @@
 # configs/benchmarks/pretrain.yaml, whose cells other specs start `from:` runs/pretrain/...), DATASETS only
 # these of the spec's datasets, THREADS CPU threads per cell (default 2), DATA the unpacked data folder
 # (default .gpu_data), CHECKPOINTS=1 to bring the finished cells' weights back in the archive (a file
-# comes back only under 16 MiB: two pre-training checkpoints at most). Writes into $OUT: driver.log,
+# comes back only under 16 MiB: two pre-training checkpoints at most), ARCHIVE=DIR a committed archive of
+# the same spec (e.g. results/table3/cells_online_retail) copied into the run folder first, so the cells
+# it holds count as finished and are skipped. Writes into $OUT: driver.log,
 # cells_TAG.tgz (`benchmark archive` of the finished cells: metrics, per-user ranks, curves) and logs_TAG.tgz
 # (every cell's config, curve and log, finished or not; a resume state, 15-50 MB, stays on the machine).
 set -uo pipefail
@@ -37,6 +39,7 @@ t0=$(date +%s)
 python3 benchmarks/gpu_data.py unpack "$DATA" >> "$LOG" 2>&1  # a no-op once unpacked
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 UNISREC_DATA="$(cd "$DATA" && pwd)"
 cp -rn results/pretrain/cells/. "$R/pretrain/" 2>/dev/null  # the committed checkpoints (those still in the tree)
+if [ -n "${ARCHIVE:-}" ]; then mkdir -p "$R/$TAG" && cp -rn "$ARCHIVE"/. "$R/$TAG/"; fi
 timeout $(( MINUTES * 60 )) python3 -m unisrec benchmark run "$SPEC" --runs "$R/$TAG" --seeds "$SEEDS" \
   --threads "$THREADS" --parallel "$PARALLEL" --models "$MODELS" ${DATASETS:+--datasets "$DATASETS"} \
   >> "$R/bench_logs/$TAG.log" 2>&1
