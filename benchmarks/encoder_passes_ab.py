@@ -1,4 +1,4 @@
-"""A/B of a training step's encoder passes: length buckets vs one padded pass (training.batching.encoder_passes).
+"""A/B of a training step's encoder passes: length buckets vs one padded pass (models.encoder.encoder_passes).
 
     python benchmarks/encoder_passes_ab.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
         --device cuda --steps 20 --out results/online_retail/encoder_passes_cuda

@@ -31,6 +31,14 @@ def context_of_counted(inputs, lengths, targets, counted):
     return sorted(out)
 
 
+
+def sasrec_without_dropout(ds: Dataset, max_len: int) -> SASRec:
+    """A small SASRec in eval mode, dropout off: losses compare exactly across batchings."""
+    torch.manual_seed(0)
+    cfg = config_from_dict(SASRecConfig, dict(num_items=ds.num_items, hidden_size=16, inner_size=16, max_seq_length=max_len,
+                                              hidden_dropout=0.0, attn_dropout=0.0))
+    return SASRec(cfg).eval()
+
 @pytest.mark.parametrize("cap", [0, 1, 3, 8])
 def test_each_target_once_with_the_paper_context(cap):
     ds = long_sessions()
@@ -66,10 +74,7 @@ def test_every_position_loss_equals_the_per_prefix_losses():
     """Dropout off: the mean cross-entropy of one every-position step over all windows equals the
     paper's per-prefix mean over all training prefixes (same targets, same contexts)."""
     ds = long_sessions()
-    torch.manual_seed(0)
-    cfg = config_from_dict(SASRecConfig, dict(num_items=ds.num_items, hidden_size=16, inner_size=16, max_seq_length=60,
-                                              hidden_dropout=0.0, attn_dropout=0.0))
-    model = SASRec(cfg).eval()
+    model = sasrec_without_dropout(ds, 60)
     paper = LastItemBatching(ds, 60, 10**6)
     ours = EveryPositionBatching(ds, 60, 10**6, cap=3)
     with torch.no_grad():
@@ -98,10 +103,7 @@ def test_one_padded_pass_equals_length_buckets(strategy):
     from unisrec.models.encoder import encoder_passes
 
     ds = long_sessions()
-    torch.manual_seed(0)
-    cfg = config_from_dict(SASRecConfig, dict(num_items=ds.num_items, hidden_size=16, inner_size=16, max_seq_length=50,
-                                              hidden_dropout=0.0, attn_dropout=0.0))
-    model = SASRec(cfg).eval()
+    model = sasrec_without_dropout(ds, 50)
     b = strategy(ds, 50, 10**6)
     idx = np.arange(len(b.lengths))
     assert len(encoder_passes(b.lengths, "cpu")) > 1 and len(encoder_passes(b.lengths, "cuda")) == 1
