@@ -33,7 +33,8 @@ def test_release_free_heap_returns_the_pages_of_freed_blocks_that_a_live_block_p
     assert len(keep) == 100_000
 
 
-def test_the_loop_trims_every_TRIM_EVERY_steps_and_around_each_validation(tmp_path, monkeypatch):
+def trims_of_a_toy_run(tmp_path, monkeypatch) -> tuple[int, list[int]]:
+    """(release_free_heap calls, steps per epoch) of a two-epoch toy SASRec run."""
     from unisrec.models.checkpoint import config_from_dict
     from unisrec.models.sasrec import SASRecConfig
 
@@ -44,9 +45,20 @@ def test_the_loop_trims_every_TRIM_EVERY_steps_and_around_each_validation(tmp_pa
     model = config_from_dict(SASRecConfig, dict(hidden_size=16, inner_size=16))
     train_model("sasrec", tmp_path / "toy", tmp_path / "m", train, model)
     steps = [json.loads(line)["step"] for line in (tmp_path / "m" / "training_log.jsonl").read_text().splitlines()]
-    per_epoch = [steps[0], steps[1] - steps[0]]
+    return len(calls), [steps[0], steps[1] - steps[0]]
+
+
+def test_the_loop_trims_every_TRIM_EVERY_steps_and_around_each_validation(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "TRIM_AFTER_SECONDS", float("inf"))  # no step counts as long, however slow the machine
+    calls, per_epoch = trims_of_a_toy_run(tmp_path, monkeypatch)
     assert per_epoch[0] >= loop.TRIM_EVERY  # the test must reach a trim inside an epoch
-    assert len(calls) == sum(n // loop.TRIM_EVERY for n in per_epoch) + 2 * len(per_epoch)
+    assert calls == sum(n // loop.TRIM_EVERY for n in per_epoch) + 2 * len(per_epoch)
+
+
+def test_the_loop_trims_after_every_long_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "TRIM_AFTER_SECONDS", 0.0)  # every step counts as long: one trim each, not two
+    calls, per_epoch = trims_of_a_toy_run(tmp_path, monkeypatch)
+    assert calls == sum(per_epoch) + 2 * len(per_epoch)
 
 
 # One process per variant: oneDNN reads its cache capacity once, when it builds its first kernel.

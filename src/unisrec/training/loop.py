@@ -17,8 +17,9 @@ own op lists); the weights, Adam's state, backward's accumulation into them, val
 float32. On CPUs with AVX512-BF16 (or AMX) the products run several times faster (docs/training.md
 "Precision").
 
-Every ``TRIM_EVERY`` steps and after each validation the loop hands the heap memory glibc keeps after
-frees back to the OS (``release_free_heap``), so a long run's resident set does not creep upwards;
+Every ``TRIM_EVERY`` steps, after any step of ``TRIM_AFTER_SECONDS`` or more, and after each validation
+the loop hands the heap memory glibc keeps after frees back to the OS (``release_free_heap``), so a long
+run's resident set does not creep upwards;
 bfloat16 runs on a CPU also cap oneDNN's per-shape kernel cache (``cap_onednn_kernel_cache``).
 """
 
@@ -59,6 +60,10 @@ class LoopSettings:
 # Steps between two malloc_trim calls: every step costs ~50% more CPU per step (the freed pages are
 # faulted back in by the next step), every 10th no measurable time (results/online_retail/memory.md).
 TRIM_EVERY = 10
+# ...and after any step this long: a pre-training step at batch 8,192 frees gigabytes in tensors of many
+# sizes (one per length bucket), and a few such steps between trims held the heap's holes resident
+# (results/pretrain/memory_trim.md); re-faulting them costs little beside a step of seconds.
+TRIM_AFTER_SECONDS = 2.0
 
 
 def _glibc_malloc_trim():
@@ -162,6 +167,7 @@ def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settin
         stopped_by = step_cap(run, settings, ctx, t_start, first_step)
         if stopped_by:
             break
+        t_step = time.perf_counter()
         with step_precision(ctx.device, settings.precision):
             loss, n, extras = task.step_loss(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -173,7 +179,7 @@ def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settin
         row = torch.tensor([value * n, *(float(v) * n for v in extras.values()), n], dtype=torch.float64)
         sums = row if sums is None else sums + row
         run.global_step, run.step_in_epoch, done = run.global_step + 1, run.step_in_epoch + 1, done + 1
-        if done % TRIM_EVERY == 0:
+        if done % TRIM_EVERY == 0 or time.perf_counter() - t_step >= TRIM_AFTER_SECONDS:
             release_free_heap()
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}")
