@@ -572,6 +572,22 @@ def test_report_marks_best_second_star_and_improv(tmp_path):
     assert "\\*" not in next(line for line in md.splitlines() if line.startswith("| R@50 |"))
 
 
+def test_a_started_cell_that_has_not_finished_is_listed_with_its_curve_and_counted_nowhere(tmp_path):
+    runs = fake_tree(tmp_path / "runs")
+    before = build_report(runs)["datasets"]["scientific"]
+    cell = runs / "scientific" / "B" / "seed2"  # B's second seed: a curve, no metrics.json yet
+    cell.mkdir()
+    (cell / "training_log.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "loss": 1.0, "valid": {"ndcg@10": v}}) + "\n" for e, v in ((1, 0.02), (2, 0.05), (3, 0.04))))
+    after = build_report(runs)["datasets"]["scientific"]
+    assert after["unfinished"] == [{"model": "B", "seed": 2, "dir": "scientific/B/seed2",
+                                    "epochs_logged": 3, "best_valid": 0.05, "best_epoch": 2}]
+    assert after["models"]["B"]["seeds"] == [1] and after["rows"] == before["rows"]  # in no mean, mark or test
+    md = render_markdown(build_report(runs))
+    assert "| B | 2 | 3 | 0.0500 (2) |" in md
+    assert before["unfinished"] == [] and "Not finished" not in render_markdown(build_report(fake_tree(tmp_path / "r2")))
+
+
 def test_a_control_is_tested_against_ours_but_never_ranked_or_the_best_baseline(tmp_path):
     """A control (a baseline with a part switched off) stronger than every baseline must not become
     the "best baseline", take a mark, or be the "second" of the best-vs-second test."""

@@ -191,8 +191,22 @@ def analyse_dataset(name: str, data: dict[str, Any], alpha: float = ALPHA) -> di
     users = {len(v) for v in (np.load(r["test_ranks"]) for m in data["models"].values() for r in m["runs"] if r["test_ranks"])}
     checkpoints = [{"model": label, "seed": r["seed"], "dir": r["dir"], "command": r["command"], **r["pretraining"]}
                    for label, m in data["models"].items() for r in m["runs"] if r.get("pretraining")]
+    unfinished = [{"model": label, "seed": r["seed"], "dir": r["dir"], **curve_so_far(r["log"])}
+                  for label, m in data["models"].items() for r in m["runs"]
+                  if r["metrics"] is None and not r.get("pretraining")]
     return {"paper_dataset": data["paper"], "models": models, "rows": rows, "tests": tests,
-            "test_users": sorted(users), "checkpoints": checkpoints}
+            "test_users": sorted(users), "checkpoints": checkpoints, "unfinished": unfinished}
+
+
+def curve_so_far(log: str | None, metric: str = "ndcg@10") -> dict[str, Any]:
+    """Where an unfinished cell's validation curve stands: epochs logged, the best ``metric`` and its epoch."""
+    from unisrec.evaluation.plots import read_training_log
+
+    rows = [r for r in read_training_log(Path(log).parent) if metric in (r.get("valid") or {})] if log else []
+    if not rows:
+        return {"epochs_logged": 0, "best_valid": None, "best_epoch": None}
+    best = max(rows, key=lambda r: r["valid"][metric])
+    return {"epochs_logged": rows[-1]["epoch"], "best_valid": best["valid"][metric], "best_epoch": best["epoch"]}
 
 
 def build_report(runs: str | os.PathLike, alpha: float = ALPHA) -> dict[str, Any]:
@@ -232,7 +246,7 @@ def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list
                          f"{c.get('training_seconds', float('nan')):.0f} | `{c['dir']}` |")
         lines.append("")
     if not models:
-        return lines + ([] if d.get("checkpoints") else ["No finished runs.", ""])
+        return lines + ([] if d.get("checkpoints") else ["No finished runs.", ""]) + unfinished_markdown(d)
     seeds = ", ".join(f"{m} {len(d['models'][m]['seeds'])}" for m in models)
     with_paper = [m for m in models if any(v is not None for v in d["models"][m]["paper"].values())]
     header = ["Metric"]
@@ -289,9 +303,22 @@ def dataset_markdown(name: str, d: dict[str, Any], alpha: float = ALPHA) -> list
             stop = f"{r['stop_reason']} -- **{r['stale']}**" if r.get("stale") else r["stop_reason"]
             epochs = "– (no training)" if r["best_epoch"] is None and not r["epochs_run"] else f"{r['best_epoch']}/{r['epochs_run']}"
             lines.append(f"| {m} | {r['seed']} | {epochs} | {stop} | {wall} |")
+    lines += [""] + unfinished_markdown(d)
     commands = [r["command"] for m in models for r in d["models"][m]["runs"] if r["command"]]
     if commands:
-        lines += ["", "Commands:", ""] + [f"- `{c}`" for c in commands]
+        lines += ["Commands:", ""] + [f"- `{c}`" for c in commands] + [""]
+    return lines
+
+
+def unfinished_markdown(d: dict[str, Any]) -> list[str]:
+    """The cells that started but have not finished: in no table above, and where their curves stand."""
+    if not d.get("unfinished"):
+        return []
+    lines = ["Not finished (in none of the tables above; `benchmark run` resumes them):", "",
+             "| model | seed | epochs logged | best valid N@10 so far (epoch) |", "|---|---|---|---|"]
+    for u in d["unfinished"]:
+        best = "–" if u["best_valid"] is None else f"{u['best_valid']:.4f} ({u['best_epoch']})"
+        lines.append(f"| {u['model']} | {u['seed']} | {u['epochs_logged']} | {best} |")
     return lines + [""]
 
 
