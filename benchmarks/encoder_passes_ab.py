@@ -1,7 +1,13 @@
-"""A/B of a training step's encoder passes: length buckets vs one padded pass (models.encoder.encoder_passes).
+"""A/B of two ways to compute a training step: the same steps, the two ways taking turns.
 
     python benchmarks/encoder_passes_ab.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
         --device cuda --steps 20 --out results/online_retail/encoder_passes_cuda
+    python benchmarks/encoder_passes_ab.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
+        --compare dropout --device cpu --steps 15 --out results/speed/dropout_masks
+
+`--compare encoder-passes` (default): length buckets vs one padded pass (models.encoder.encoder_passes).
+`--compare dropout`: torch's dropout vs models.dropout's cheaper CPU masks (different draws, same
+distribution: the two ways' losses differ by dropout noise only).
 
 Each model is built as its benchmark cell builds it (benchmarks/baseline_epoch_speed.py) and steps through
 the same real batches of epoch 0 -- forward, backward, Adam, under the cell's precision -- the two ways taking
@@ -17,6 +23,26 @@ import time
 import numpy as np
 
 
+def set_encoder_passes(task, one_pass: bool) -> None:
+    task.batching.one_pass = one_pass
+
+
+def set_dropout(task, ours: bool) -> None:
+    import torch.nn.functional as F
+
+    from unisrec.models import dropout as module
+
+    module.dropout = OURS_DROPOUT if ours else (lambda x, p, training=True: F.dropout(x, p, training))
+
+
+OURS_DROPOUT = None  # models.dropout.dropout, kept when the torch way replaces it
+# --compare: (way A, way B, how to switch a task to B (True) or A (False), what the page compares)
+WAYS = {
+    "encoder-passes": ("buckets", "one pass", set_encoder_passes, "Encoder passes per training step: length buckets vs one padded pass"),
+    "dropout": ("torch dropout", "our masks", set_dropout, "Dropout masks per training step: torch's dropout vs models.dropout's CPU masks"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec")
@@ -25,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--steps", type=int, default=20, help="timed steps per way and model (after one warm-up each)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compare", choices=sorted(WAYS), default="encoder-passes")
     p.add_argument("--out")
     args = p.parse_args(argv)
 
@@ -35,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from unisrec.training.loop import step_precision
 
+    global OURS_DROPOUT
+    from unisrec.models import dropout as dropout_module
+
+    OURS_DROPOUT = dropout_module.dropout
+    a, b_way, switch, what = WAYS[args.compare]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -43,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     for label, (task, module, batching, precision) in tasks.items():
         batches = task.batches(0)
         opt = torch.optim.Adam([q for q in module.parameters() if q.requires_grad], lr=1e-3)
-        wall: dict[str, list[float]] = {"buckets": [], "one pass": []}
+        wall: dict[str, list[float]] = {a: [], b_way: []}
         for r in range(args.steps + 1):
-            for way, one_pass in (("buckets", False), ("one pass", True)):
-                task.batching.one_pass = one_pass
+            for way, to_b in ((a, False), (b_way, True)):
+                switch(task, to_b)
                 sync()
                 t = time.perf_counter()
                 with step_precision(device, precision):
@@ -57,23 +89,26 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 if r:
                     wall[way].append(time.perf_counter() - t)
+        switch(task, True)
         n = len(batches)
-        b, o = float(np.median(wall["buckets"])), float(np.median(wall["one pass"]))
-        rows[label] = {"batching": batching, "precision": precision, "steps_per_epoch": n, "step_s_buckets": b,
-                       "step_s_one_pass": o, "epoch_s_buckets": b * n, "epoch_s_one_pass": o * n, "speedup": b / o}
-        print(f"{label}: {n} steps/epoch, step {b * 1e3:.1f} ms buckets vs {o * 1e3:.1f} ms one pass ({b / o:.2f}x)", flush=True)
+        ka, kb = (k.replace(" ", "_") for k in (a, b_way))
+        ta, tb = float(np.median(wall[a])), float(np.median(wall[b_way]))
+        rows[label] = {"batching": batching, "precision": precision, "steps_per_epoch": n, f"step_s_{ka}": ta,
+                       f"step_s_{kb}": tb, f"epoch_s_{ka}": ta * n, f"epoch_s_{kb}": tb * n, "speedup": ta / tb}
+        print(f"{label}: {n} steps/epoch, step {ta * 1e3:.1f} ms {a} vs {tb * 1e3:.1f} ms {b_way} ({ta / tb:.2f}x)", flush=True)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-    result = {"spec": args.spec, "dataset": args.dataset, "device": name, "threads": args.threads,
+    result = {"spec": args.spec, "dataset": args.dataset, "device": name, "threads": args.threads, "compare": args.compare,
               "timed_steps": args.steps, "torch": torch.__version__, "rows": rows}
-    md = [f"# Encoder passes per training step, {args.dataset} on {name}: length buckets vs one padded pass", "",
-          f"`python benchmarks/encoder_passes_ab.py {args.spec} {args.dataset} --device {args.device} --steps {args.steps}`: "
+    compare = "" if args.compare == "encoder-passes" else f" --compare {args.compare}"
+    md = [f"# {what}, {args.dataset} on {name}", "",
+          f"`python benchmarks/encoder_passes_ab.py {args.spec} {args.dataset}{compare} --device {args.device} --steps {args.steps}`: "
           f"the two ways alternate on the same batches of epoch 0; median of {args.steps} steps each (forward, backward, "
           "Adam), x steps per epoch; validation excluded.", "",
-          "| model | precision | steps / epoch | ms / step, buckets | ms / step, one pass | epoch s, buckets | epoch s, one pass | speed-up |",
+          f"| model | precision | steps / epoch | ms / step, {a} | ms / step, {b_way} | epoch s, {a} | epoch s, {b_way} | speed-up |",
           "|---|---|---:|---:|---:|---:|---:|---:|"]
     for label, r in rows.items():
-        md.append(f"| {label} | {r['precision']} | {r['steps_per_epoch']} | {r['step_s_buckets'] * 1e3:.1f} | "
-                  f"{r['step_s_one_pass'] * 1e3:.1f} | {r['epoch_s_buckets']:.1f} | {r['epoch_s_one_pass']:.1f} | {r['speedup']:.2f}x |")
+        md.append(f"| {label} | {r['precision']} | {r['steps_per_epoch']} | {r[f'step_s_{ka}'] * 1e3:.1f} | "
+                  f"{r[f'step_s_{kb}'] * 1e3:.1f} | {r[f'epoch_s_{ka}']:.1f} | {r[f'epoch_s_{kb}']:.1f} | {r['speedup']:.2f}x |")
     print("\n".join(md))
     if args.out:
         write_result(args.out, result, md)

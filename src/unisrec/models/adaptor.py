@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unisrec.models.dropout import Dropout
+
 
 class ParametricWhitening(nn.Module):
     """Eq. (2): x~ = (x - b) W_1, with dropout on x (0.2 in the paper's setting).
@@ -27,7 +29,7 @@ class ParametricWhitening(nn.Module):
     def __init__(self, text_dim: int, hidden_size: int, dropout: float = 0.2, initializer_range: float = 0.02,
                  whitening: bool = True):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.bias = nn.Parameter(torch.zeros(text_dim)) if whitening else None
         self.linear = nn.Linear(text_dim, hidden_size, bias=False)
         nn.init.normal_(self.linear.weight, mean=0.0, std=initializer_range)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unisrec.models.dropout import Dropout
+
 
 class SelfAttention(nn.Module):
     def __init__(self, hidden_size: int, n_heads: int, attn_dropout: float, hidden_dropout: float, eps: float):
@@ -29,7 +31,7 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size)
         self.attn_dropout = attn_dropout
         self.dense = nn.Linear(hidden_size, hidden_size)
-        self.out_dropout = nn.Dropout(hidden_dropout)
+        self.out_dropout = Dropout(hidden_dropout)
         self.norm = nn.LayerNorm(hidden_size, eps=eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,7 +58,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.dense_1 = nn.Linear(hidden_size, inner_size)
         self.dense_2 = nn.Linear(inner_size, hidden_size)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
         self.norm = nn.LayerNorm(hidden_size, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +145,7 @@ class SequenceEncoder(nn.Module):
         self.max_seq_length = config.max_seq_length
         self.position_embedding = nn.Embedding(config.max_seq_length, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(
             TransformerLayer(config.hidden_size, config.n_heads, config.inner_size, config.hidden_dropout,
                              config.attn_dropout, config.layer_norm_eps)
