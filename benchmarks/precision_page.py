@@ -17,6 +17,12 @@ every model label ``X`` with a twin ``X (bfloat16)``. Per dataset and pair, on t
     python benchmarks/precision_page.py results/precision/cells \\
         --speed results/precision/epoch_speed_scientific.json --out results/precision/precision
 
+``--what dropout`` pairs cells trained with torch's dropout with the same cells trained with models.dropout's CPU
+masks -- ``X (dropout masks)`` in the same tree, or ``X`` in the ``--twin-cells`` tree:
+
+    python benchmarks/precision_page.py results/every_position/cells_fast_path_scientific --what dropout \
+        --twin-cells results/speed/cells_dropout_masks_scientific --out results/speed/dropout_masks_scientific
+
 ``--what pre-training`` reads configs/benchmarks/pretrain_precision.yaml's tree instead, where the twin was
 fine-tuned (in float32) from a checkpoint *pre-trained* in bfloat16; ``--pretrain-curves F32_DIR BF16_DIR``
 adds the two pre-training runs' epoch losses and times (their ``training_log.jsonl``):
@@ -59,16 +65,18 @@ def equivalence(fp32_ranks: list[str], bf16_ranks: list[str], metric: str, margi
             "ci95_rel": [lo, hi], "within_margin": bool(abs(float(d.mean())) <= margin / 100 * base)}
 
 
-def pair_rows(cells: str, margin: float) -> list[dict]:
-    """One row per (dataset, float32 label) whose bfloat16 twin has finished seeds."""
+def pair_rows(cells: str, margin: float, suffix: str = SUFFIX, twin_cells: str | None = None) -> list[dict]:
+    """One row per (dataset, reference label X) whose twin has finished seeds: ``X + suffix`` in ``cells``, or
+    ``X`` in ``twin_cells`` (a second run tree) when one is given."""
     from unisrec.benchmark.report import collect
 
+    twins = collect(twin_cells) if twin_cells else {}
     rows = []
     for ds, data in collect(cells).items():
         models = data["models"]
         for label, fp32 in models.items():
-            twin = models.get(label + SUFFIX)
-            if label.endswith(SUFFIX) or twin is None:
+            twin = twins.get(ds, {}).get("models", {}).get(label) if twin_cells else models.get(label + suffix)
+            if (not twin_cells and label.endswith(suffix)) or twin is None:
                 continue
             done = {side: {r["seed"]: r for r in m["runs"] if r["metrics"] and r["test_ranks"]}
                     for side, m in (("fp32", fp32), ("bf16", twin))}
@@ -100,7 +108,14 @@ INTRO = {
                      "checkpoints pre-trained on the same data with the same seed and steps, one in float32 and one with "
                      "`--precision bfloat16` (the forward pass under autocast; docs/training.md \"Precision\"); the "
                      "columns say which checkpoint the fine-tuned model came from."),
+    "dropout": ("# torch's dropout vs models.dropout's CPU masks at convergence (fast path)",
+                "Each pair: the same model, options and seeds, trained to early stopping with torch's dropout (the cells "
+                "trained before the change) and with models.dropout's masks (16-bit lanes of 64-bit random words: drop "
+                "probability within 7.7e-6 of p, the same expectation, other draws; its module docstring). "),
 }
+# --what: (the twin's label suffix, the reference's name, the twin's name)
+SIDES = {"training": (" (bfloat16)", "float32", "bfloat16"), "pre-training": (" (bfloat16)", "float32", "bfloat16"),
+         "dropout": (" (dropout masks)", "torch dropout", "our masks")}
 
 
 def curve_lines(dirs: list[str]) -> list[str]:
@@ -118,17 +133,18 @@ def curve_lines(dirs: list[str]) -> list[str]:
 
 def markdown(rows: list[dict], margin: float, command: str, what: str = "training", curves: list[str] | None = None) -> list[str]:
     title, intro = INTRO[what]
+    _, ref, twin = SIDES[what]
     md = [title, "",
           intro + " Test metrics: seed mean +- sample std; difference = of the seed "
-          f"means, **yes** when within +-{margin:g}% of float32's; float32's seed spread = its sample std as a share "
-          "of its mean (how far seeds alone move it). Per user: the difference bfloat16 - float32 of each test user's "
-          "seed-averaged value, its two-sided paired t-test p and 95% confidence interval as a share of float32's "
+          f"means, **yes** when within +-{margin:g}% of {ref}'s; {ref}'s seed spread = its sample std as a share "
+          f"of its mean (how far seeds alone move it). Per user: the difference {twin} - {ref} of each test user's "
+          f"seed-averaged value, its two-sided paired t-test p and 95% confidence interval as a share of {ref}'s "
           "mean (seeds held fixed).", ""]
     if curves:
         md += curve_lines(curves)
     for row in rows:
         md += [f"## {row['dataset']}: {row['model']} (seeds {', '.join(map(str, row['seeds']))})", "",
-               f"| metric | float32 | bfloat16 | difference | within +-{margin:g}% | float32's seed spread | "
+               f"| metric | {ref} | {twin} | difference | within +-{margin:g}% | {ref}'s seed spread | "
                "per-user p (two-sided) | per-user 95% CI |", "|---|---|---|---|---|---|---|---|"]
         for m in METRICS:
             e = row["metrics"][m]
@@ -140,7 +156,7 @@ def markdown(rows: list[dict], margin: float, command: str, what: str = "trainin
                       f"{'**yes**' if e['within_margin'] else 'no'} | {spread} | {e['p_two_sided']:.3f} | "
                       f"[{100 * lo:+.1f}%, {100 * hi:+.1f}%] |")
         md.append("")
-        for side, name in (("fp32", "float32"), ("bf16", "bfloat16")):
+        for side, name in (("fp32", ref), ("bf16", twin)):
             r = row["runs"][side]
             secs = [s for s in r["median_epoch_seconds"] if s is not None]
             md.append(f"- {name}: epochs run {r['epochs_run']}, best epoch {r['best_epoch']}, median epoch "
@@ -158,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cells", help="a run tree of configs/benchmarks/precision.yaml (its archive)")
     p.add_argument("--speed", action="append", default=[], help="baseline_epoch_speed.py JSON of the same spec (repeatable: one per dataset)")
+    p.add_argument("--twin-cells", help="a second run tree holding the twins under the same labels (instead of X + suffix)")
     p.add_argument("--margin", type=float, default=3.0, help="equivalence margin in %% of float32's mean")
-    p.add_argument("--what", choices=sorted(INTRO), default="training", help="which stage the twin ran in bfloat16")
+    p.add_argument("--what", choices=sorted(INTRO), default="training",
+                   help="the pairs: training / pre-training in bfloat16 (twin X (bfloat16)), or dropout masks (twin X (dropout masks))")
     p.add_argument("--pretrain-curves", nargs=2, metavar=("F32_DIR", "BF16_DIR"), help="pre-training run folders to compare")
     p.add_argument("--out", default=str(benchlib.RESULTS / "precision" / "precision"))
     args = p.parse_args(argv)
@@ -167,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.speed:
         s = json.loads(Path(path).read_text())
         speeds[s["dataset"]] = s
-    rows = pair_rows(args.cells, args.margin)
+    rows = pair_rows(args.cells, args.margin, SIDES[args.what][0], args.twin_cells)
     for row in rows:
         row.update(speed_of(row["model"], speeds.get(row["dataset"], {})))
     if not rows:
-        raise SystemExit(f"{args.cells}: no model has finished float32 and bfloat16 cells on the same seeds")
+        raise SystemExit(f"{args.cells}: no model has finished cells and finished twins on the same seeds")
     command = benchlib.reproduce_command(__file__, argv)
     md = markdown(rows, args.margin, command, args.what, args.pretrain_curves)
     benchlib.write_result(args.out, {"margin_percent": args.margin, "what": args.what, "pairs": rows}, md)

@@ -11,6 +11,8 @@
 #   configs/benchmarks/precision.yaml            -> results/precision/cells
 #   configs/benchmarks/pretrain_precision.yaml   -> results/precision/cells_pretrain
 #   configs/benchmarks/zesrec_source.yaml        -> results/table3/cells_zesrec_source (--checkpoints)
+#   configs/benchmarks/pretrain_sources_online_retail.yaml -> results/analyses/cells_pretrain_sources_online_retail
+#   configs/benchmarks/fast_path_scientific.yaml (models.dropout's masks) -> results/speed/cells_dropout_masks_scientific
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UNISREC="${UNISREC:-unisrec}"
@@ -40,6 +42,9 @@ report results/table3/cells_scientific_pretrained_gpu results/table3/pretrained_
 report results/analyses/cells_pretrain_sources_scientific_gpu results/analyses/pretrain_sources_scientific \
   "Pre-training sources (the paper's Fig. 2), Scientific target" \
   "configs/benchmarks/pretrain_sources.yaml on a lent H200 (2026-12-04, two calls; fine-tuning float32, inductive, early-stopped, 3 seeds): None = from scratch; each other column fine-tunes from a checkpoint of configs/benchmarks/pretrain.yaml pre-trained on the same H200 (8 epochs at batch 8,192, float32): Games (288 steps), Online Retail alone (464 steps, 470,346 training prefixes per epoch, 30 s per epoch), Games + Online Retail (744 steps, 758,972 prefixes). Our substitute corpus: each target's sources are the two domains foreign to it (the paper pre-trains on five Amazon domains). Games is the same command as Table 3's UniSRec_t (pre-trained) and None as the ablation's without PT: identical numbers, the GPU runs are deterministic. Made by benchmarks/gpu_pretrain_cells.sh (None, Games) and benchmarks/gpu_source_mix.sh (the Online Retail columns)."
+report results/analyses/cells_pretrain_sources_online_retail results/analyses/pretrain_sources_online_retail \
+  "Pre-training sources (the paper's Fig. 2), Online Retail target (shuffled ties), seed 2020" \
+  "configs/benchmarks/pretrain_sources_online_retail.yaml: UniSRec_t fine-tuned as Online Retail's Table 3 UniSRec rows (inductive, every-position batching at 2,048 targets per step, bfloat16 autocast, early-stopped on valid NDCG@10, patience 10) from checkpoints of configs/benchmarks/pretrain.yaml (8 epochs at batch 8,192). None = from scratch: Table 3's UniSRec_t cell (2-core CPU; copied). Games = from the bfloat16 Games checkpoint (the float32 one's weights were lost; the two fine-tune within 3% of each other on Scientific, results/precision/pretrain_precision.md): the Online Retail ablation's UniSRec cell (lent H200; copied). Scientific = from the Scientific-only checkpoint (pre-trained and fine-tuned on the 2-core CPU, 1 thread, another run sharing it). Games + Scientific = Table 3's UniSRec_t (pre-trained) cell (2-core CPU; copied). Each target's sources are the domains foreign to it (the paper pre-trains on five Amazon domains)."
 PYTHON="${PYTHON:-python}"
 "$PYTHON" benchmarks/longtail_page.py --dataset '$UNISREC_DATA/scientific' --models 'UniSRec_t+ID (pre-trained),UniSRec_t (pre-trained),UniSRec_t+ID,UniSRec_t'  # needs the dataset ($UNISREC_DATA)
 "$PYTHON" benchmarks/longtail_page.py --cells results/table3/cells_online_retail --target online_retail_shuffled \
@@ -47,6 +52,8 @@ PYTHON="${PYTHON:-python}"
 "$PYTHON" benchmarks/precision_page.py results/precision/cells --speed results/precision/epoch_speed_scientific.json --speed results/precision/epoch_speed_online_retail.json
 "$PYTHON" benchmarks/precision_page.py results/precision/cells_pretrain --what pre-training --out results/precision/pretrain_precision \
   --pretrain-curves results/pretrain/cells/games/full/seed2020 'results/pretrain/cells/games/full_(bfloat16)/seed2020'
+"$PYTHON" benchmarks/precision_page.py results/every_position/cells_fast_path_scientific --what dropout \
+  --twin-cells results/speed/cells_dropout_masks_scientific --out results/speed/dropout_masks_scientific
 report results/precision/cells results/precision/benchmark_precision \
   "bfloat16 vs float32 training, fast path, through unisrec benchmark" \
   "2-core CPU, 1 torch thread per run, two runs sharing the machine; every run early-stopped on valid NDCG@10 (patience 10). Each model twice: float32 and --precision bfloat16 (the forward pass under autocast); the float32 Scientific cells are the fast-path campaign's (every_position/cells_fast_path_scientific). The equivalence page is precision.md; the validation-curve PNGs show both precisions of each model on one figure."
