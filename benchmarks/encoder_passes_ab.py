@@ -28,14 +28,15 @@ def set_encoder_passes(task, one_pass: bool) -> None:
 
 
 def set_dropout(task, ours: bool) -> None:
+    """Point models.dropout.Dropout at our masks or at torch's dropout (it looks its function up per call)."""
     import torch.nn.functional as F
 
     from unisrec.models import dropout as module
 
-    module.dropout = OURS_DROPOUT if ours else (lambda x, p, training=True: F.dropout(x, p, training))
+    ours_fn = module.__dict__.setdefault("ours_dropout", module.dropout)  # kept the first time it is replaced
+    module.dropout = ours_fn if ours else (lambda x, p, training=True: F.dropout(x, p, training))
 
 
-OURS_DROPOUT = None  # models.dropout.dropout, kept when the torch way replaces it
 # --compare: (way A, way B, how to switch a task to B (True) or A (False), what the page compares)
 WAYS = {
     "encoder-passes": ("buckets", "one pass", set_encoder_passes, "Encoder passes per training step: length buckets vs one padded pass"),
@@ -62,10 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from unisrec.training.loop import step_precision
 
-    global OURS_DROPOUT
-    from unisrec.models import dropout as dropout_module
-
-    OURS_DROPOUT = dropout_module.dropout
     a, b_way, switch, what = WAYS[args.compare]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
