@@ -111,10 +111,10 @@ INTRO = {
     "dropout": ("# torch's dropout vs models.dropout's CPU masks at convergence (fast path)",
                 "Each pair: the same model, options and seeds, trained to early stopping with torch's dropout (the cells "
                 "trained before the change) and with models.dropout's masks (16-bit lanes of 64-bit random words: drop "
-                "probability within 7.7e-6 of p, the same expectation, other draws; its module docstring). "),
+                "probability within 7.7e-6 of p, the same expectation, other draws; its module docstring)."),
 }
 # --what: (the twin's label suffix, the reference's name, the twin's name)
-SIDES = {"training": (" (bfloat16)", "float32", "bfloat16"), "pre-training": (" (bfloat16)", "float32", "bfloat16"),
+SIDES = {"training": (SUFFIX, "float32", "bfloat16"), "pre-training": (SUFFIX, "float32", "bfloat16"),
          "dropout": (" (dropout masks)", "torch dropout", "our masks")}
 
 

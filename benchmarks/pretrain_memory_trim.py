@@ -1,6 +1,6 @@
 """Does handing freed heap back to the OS after every pre-training step keep its memory from creeping up?
 
-    python benchmarks/pretrain_memory_trim.py --dataset '$UNISREC_DATA/scientific' --epochs 3 \
+    python benchmarks/pretrain_memory_trim.py --dataset scientific --epochs 3 \
         --variants steps:10 seconds:2 --out results/pretrain/memory_trim
 
 Each variant is one real `unisrec pretrain` (batch 8,192, 1 thread, float32, seed 2020) in its own process,
@@ -73,7 +73,7 @@ def markdown(res: dict, args: argparse.Namespace, command: str) -> str:
     n_epochs = len(res["variants"][variants[0]]["peak_rss_mb_per_epoch"])
     lines = [
         "# Pre-training's resident memory: when the loop hands freed heap back to the OS", "",
-        f"`unisrec pretrain {args.dataset} --batch-size {args.batch_size} --epochs {args.epochs}` (float32, 1 thread, "
+        f"`unisrec pretrain $UNISREC_DATA/{args.dataset} --batch-size {args.batch_size} --epochs {args.epochs}` (float32, 1 thread, "
         f"seed 2020), one process per policy, all at once on the same machine (load at the end: {res['load']}). "
         "Peak RSS = the process's high-water mark at the end of each epoch (what the training log records).", "",
         "| policy | " + " | ".join(f"peak RSS after epoch {i + 1} (MB)" for i in range(n_epochs))
@@ -92,15 +92,14 @@ def markdown(res: dict, args: argparse.Namespace, command: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="$UNISREC_DATA/scientific")
+    ap.add_argument("--dataset", default="scientific", help="a prepared dataset folder's name under $UNISREC_DATA")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--variants", nargs="+", default=["steps:10", "seconds:2"])
     ap.add_argument("--out", default=str(benchlib.RESULTS / "pretrain" / "memory_trim"))
     args = ap.parse_args()
-    dataset = os.path.expandvars(args.dataset.replace("$UNISREC_DATA", str(benchlib.data_root())))
     with tempfile.TemporaryDirectory(prefix="pretrain_trim_") as tmp:
-        variants = run_variants(dataset, args.variants, args.epochs, args.batch_size, Path(tmp))
+        variants = run_variants(str(benchlib.dataset_dir(args.dataset)), args.variants, args.epochs, args.batch_size, Path(tmp))
     res = {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size,
            "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()), "variants": variants}
     command = benchlib.reproduce_command(__file__)

@@ -31,13 +31,13 @@ def context_of_counted(inputs, lengths, targets, counted):
     return sorted(out)
 
 
-
 def sasrec_without_dropout(ds: Dataset, max_len: int) -> SASRec:
     """A small SASRec in eval mode, dropout off: losses compare exactly across batchings."""
     torch.manual_seed(0)
     cfg = config_from_dict(SASRecConfig, dict(num_items=ds.num_items, hidden_size=16, inner_size=16, max_seq_length=max_len,
                                               hidden_dropout=0.0, attn_dropout=0.0))
     return SASRec(cfg).eval()
+
 
 @pytest.mark.parametrize("cap", [0, 1, 3, 8])
 def test_each_target_once_with_the_paper_context(cap):
