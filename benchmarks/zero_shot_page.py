@@ -5,7 +5,8 @@ For every ``--checkpoint LABEL=DIR`` and every ``--dataset NAME=DIR``, the check
 dataset's test users' targets over its whole catalogue (`unisrec evaluate DIR --dataset DATASET`:
 the inductive UniSRec is handed the dataset's text vectors; nothing of the dataset is trained on).
 Popularity (`unisrec evaluate --popularity`) is the floor. ``--finetuned NAME=ARCHIVE_CELL_DIR``
-adds a fine-tuned model's archived test ranks for comparison (seeds averaged per user). Each
+(repeatable, also for one dataset) adds a fine-tuned model's archived test ranks for comparison
+(seeds averaged per user). Each
 checkpoint is tested against the first one (``--checkpoint`` order) with the paired one-sided
 t-test of `unisrec benchmark` (per test user, p < 0.01 marked).
 
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     ckpts, datasets = pairs(args.checkpoint, "--checkpoint"), pairs(args.dataset, "--dataset")
-    finetuned = {name: path for name, path in pairs(args.finetuned, "--finetuned")}
+    finetuned: dict[str, list[str]] = {}
+    for name, path in pairs(args.finetuned, "--finetuned"):
+        finetuned.setdefault(name, []).append(path)
     result: dict = {"checkpoints": {label: {"dir": benchlib.display_path(d), **checkpoint_facts(d)} for label, d in ckpts},
                     "datasets": {}}
     for name, ds_dir in datasets:
@@ -124,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         top10_pop["popularity"] = float(np.sort(counts[1:])[-10:].mean())  # the 10 most-bought items
         per_user = {label: {k: per_user_metric(r, k) for k in METRICS} for label, r in ranks.items()}
         rows = {label: metrics_from_ranks(r) for label, r in ranks.items()}
-        seeds = None
-        if name in finetuned:
-            seed_ranks = sorted(Path(finetuned[name]).glob("seed*/test_ranks.npy"))
-            seeds = [int(f.parent.name[4:]) for f in seed_ranks]
+        seeds = {}
+        for cell in finetuned.get(name, []):
+            seed_ranks = sorted(Path(cell).glob("seed*/test_ranks.npy"))
+            if not seed_ranks:
+                raise SystemExit(f"--finetuned {name}={cell}: no seed*/test_ranks.npy there")
+            label = f"fine-tuned ({archive_label(Path(cell))})"
+            seeds[label] = [int(f.parent.name[4:]) for f in seed_ranks]
             loaded = [np.load(f) for f in seed_ranks]
-            label = f"fine-tuned ({archive_label(Path(finetuned[name]))})"
             per_user[label] = {k: np.mean([per_user_metric(r, k) for r in loaded], axis=0) for k in METRICS}
             rows[label] = {k: float(per_user[label][k].mean()) for k in METRICS}
         first = ckpts[0][0]
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                "| ranking | " + " | ".join(SHORT[k] for k in METRICS) + " | R@10 / popularity's | popularity of its top 10 |",
                "|---|" + "---|" * (len(METRICS) + 2)]
         for label, row in d["rows"].items():
-            extra = f" ({len(d['finetuned_seeds'])} seeds)" if label.startswith("fine-tuned") else ""
+            n = len(d["finetuned_seeds"].get(label, []))
+            extra = f" ({n} seed{'s' * (n != 1)})" if n else ""
             tp = d["top10_popularity"].get(label)
             md.append(f"| {label}{extra} | " + " | ".join(f"{row[k]:.4f}" for k in METRICS) + f" | {row['recall@10'] / pop:.2f}x | "
                       + ("–" if tp is None else f"{tp:.1f}") + " |")
