@@ -6,9 +6,8 @@ dataset's test users' targets over its whole catalogue (`unisrec evaluate DIR --
 the inductive UniSRec is handed the dataset's text vectors; nothing of the dataset is trained on).
 Popularity (`unisrec evaluate --popularity`) is the floor. ``--finetuned NAME=ARCHIVE_CELL_DIR``
 (repeatable, also for one dataset) adds a fine-tuned model's archived test ranks for comparison
-(seeds averaged per user). Each
-checkpoint is tested against the first one (``--checkpoint`` order) with the paired one-sided
-t-test of `unisrec benchmark` (per test user, p < 0.01 marked).
+(seeds averaged per user). Each checkpoint is tested against the first one (``--checkpoint`` order)
+with the paired one-sided t-test of `unisrec benchmark` (per test user, p < 0.01 marked).
 
     python benchmarks/zero_shot_page.py \\
         --checkpoint 'Games, 8 epochs=runs/pretrain/games/full/seed2020' \\
