@@ -572,6 +572,22 @@ def test_report_marks_best_second_star_and_improv(tmp_path):
     assert "\\*" not in next(line for line in md.splitlines() if line.startswith("| R@50 |"))
 
 
+def test_all_pairs_adds_each_untested_pair_once_and_the_cli_flag_reaches_it(tmp_path, capsys):
+    runs = fake_tree(tmp_path / "runs")
+    pairs = lambda d, k: [frozenset((t["better"], t["worse"])) for t in d["tests"] if t["metric"] == k]  # noqa: E731
+    default = build_report(runs)["datasets"]["scientific"]
+    everything = build_report(runs, all_pairs=True)["datasets"]["scientific"]
+    for k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50"):
+        assert sorted(map(sorted, pairs(everything, k))) == [["B", "SASRec"], ["B", "U"], ["SASRec", "U"]]  # each once
+    # R@10: U best, SASRec second, so the two baselines are compared only when asked
+    assert frozenset(("SASRec", "B")) not in pairs(default, "recall@10")
+    extra = [t for t in everything["tests"] if t["metric"] == "recall@10" and t["kind"] == "pair"]
+    assert [frozenset((t["better"], t["worse"])) for t in extra] == [frozenset(("SASRec", "B"))]
+    assert everything["rows"] == default["rows"]  # marks, stars and Improv. do not change
+    assert main(["benchmark", "report", str(runs), "--all-pairs"]) == 0
+    assert "| R@10 | pair | " in capsys.readouterr().out
+
+
 def test_a_started_cell_that_has_not_finished_is_listed_with_its_curve_and_counted_nowhere(tmp_path):
     runs = fake_tree(tmp_path / "runs")
     before = build_report(runs)["datasets"]["scientific"]

@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "archive: the folder to copy into")
     b.add_argument("--spec", metavar="GRID.yaml", help="archive: refresh RUNS_DIR/benchmark.json from this spec first "
                    "(a campaign still running, or cut off before writing it)")
+    b.add_argument("--all-pairs", action="store_true", help="report: also test every pair of ranked models "
+                   "(default: ours vs each baseline and control, and best vs second)")
     b.add_argument("--title", help="report: the markdown title")
     b.add_argument("--note", default="", help="report: a paragraph under the title (machine, load, ...)")
     b.set_defaults(func=_benchmark)
@@ -114,7 +116,7 @@ def _run(spec_path: Path, args: argparse.Namespace) -> int:
 def _report(runs: Path, args: argparse.Namespace) -> int:
     from unisrec.benchmark.report import build_report, render_markdown, write_report
 
-    result = build_report(runs)
+    result = build_report(runs, all_pairs=args.all_pairs)
     if args.out:
         for path in write_report(result, args.out, args.title, args.note):
             print(f"wrote {path}")

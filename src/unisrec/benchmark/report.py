@@ -16,6 +16,7 @@ seed-level view (mean ± sample std over seeds), every p-value, and per-run epoc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -123,8 +124,11 @@ def _mean_std(vals: list[float]) -> tuple[float, float | None]:
     return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
 
 
-def analyse_dataset(name: str, data: dict[str, Any], alpha: float = ALPHA) -> dict[str, Any]:
-    """Means, marks, Improv., paper numbers and paired tests of one dataset (see the module docstring)."""
+def analyse_dataset(name: str, data: dict[str, Any], alpha: float = ALPHA, all_pairs: bool = False) -> dict[str, Any]:
+    """Means, marks, Improv., paper numbers and paired tests of one dataset (see the module docstring).
+
+    ``all_pairs`` adds a test of every pair of ranked models (controls excluded) that the default
+    comparisons leave out, e.g. two pre-training sources of one figure against each other."""
     models = {}
     for label, m in data["models"].items():
         finished = [r for r in m["runs"] if r["metrics"] is not None]
@@ -184,6 +188,11 @@ def analyse_dataset(name: str, data: dict[str, Any], alpha: float = ALPHA) -> di
                 same["kind"] += "; best vs second"
             else:
                 test(ranked[0], ranked[1], "best vs second")
+        if all_pairs:
+            tested = {frozenset((t["better"], t["worse"])) for t in tests if t["metric"] == k}
+            for a, b in itertools.combinations(ranked, 2):
+                if frozenset((a, b)) not in tested:
+                    test(a, b, "pair")
         rows[k] = {"means": means, "marks": marks, "significant": stars, "best_baseline": best_base,
                    "best_ours": best_ours, "improv": improv}
     for m in models.values():
@@ -209,11 +218,11 @@ def curve_so_far(log: str | None, metric: str = "ndcg@10") -> dict[str, Any]:
     return {"epochs_logged": rows[-1]["epoch"], "best_valid": best["valid"][metric], "best_epoch": best["epoch"]}
 
 
-def build_report(runs: str | os.PathLike, alpha: float = ALPHA) -> dict[str, Any]:
-    """The whole report of a run tree as a JSON-able dict."""
+def build_report(runs: str | os.PathLike, alpha: float = ALPHA, all_pairs: bool = False) -> dict[str, Any]:
+    """The whole report of a run tree as a JSON-able dict (``all_pairs``: see :func:`analyse_dataset`)."""
     collected = collect(runs)
     return {"runs": display_path(Path(runs)), "alpha": alpha, "metrics": list(METRICS),
-            "datasets": {ds: analyse_dataset(ds, data, alpha) for ds, data in collected.items()},
+            "datasets": {ds: analyse_dataset(ds, data, alpha, all_pairs) for ds, data in collected.items()},
             "curves": {ds: {label: [{"seed": r["seed"], "log": r["log"], "finished": r["metrics"] is not None}
                                     for r in m["runs"] if r["log"]] for label, m in data["models"].items()}
                        for ds, data in collected.items()}}
