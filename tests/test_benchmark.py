@@ -83,6 +83,10 @@ def test_grid_trains_every_cell_and_saves_ranks(grid, toy):
             assert metrics_from_ranks(ranks, [10, 50]) == pytest.approx(metrics["test"])
             assert per_user_metric(ranks, "ndcg@10").mean() == pytest.approx(metrics["test"]["ndcg@10"])
             assert np.load(cell / "valid_ranks.npy").dtype == np.int32
+            # exposure: every test user's top 10, counted per item (padding never recommended)
+            exposure = np.load(cell / "test_exposure.npy")
+            assert exposure.dtype == np.int32 and exposure.shape == (Dataset.load(toy).num_items + 1,)
+            assert exposure.sum() == 10 * n_test and exposure[0] == 0 and exposure.max() <= n_test
     # seeds differ, so the runs differ
     a, b = (np.load(runs / "toy" / "SASRec" / f"seed{s}" / "test_ranks.npy") for s in (1, 2))
     assert not np.array_equal(a, b)
@@ -333,7 +337,13 @@ def test_zero_shot_and_popularity_cells_rank_without_training(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     archive_runs(runs, tmp_path / "arch")
     assert sorted(p.name for p in (tmp_path / "arch" / "t" / "Popularity" / "seed1").iterdir()) == [
-        "config.json", "metrics.json", "test_ranks.npy"]
+        "config.json", "metrics.json", "test_exposure.npy", "test_ranks.npy"]
+    # popularity recommends the same 10 items to everyone; zero-shot spreads its lists by text
+    n_test = len(ranks)
+    pop_exposure = np.load(runs / "t" / "Popularity" / "seed1" / "test_exposure.npy")
+    assert sorted(set(pop_exposure.tolist())) == [0, n_test] and (pop_exposure == n_test).sum() == 10
+    zs_exposure = np.load(runs / "t" / "w-o_FT" / "seed1" / "test_exposure.npy")
+    assert zs_exposure.sum() == 10 * n_test and (zs_exposure > 0).sum() > 10
     page = render_markdown(build_report(tmp_path / "arch"))
     assert "| Popularity | 1 | – (no training) | popularity: no training |" in page
     with pytest.raises(UserError, match="zero-shot evaluates the model directory named in 'from'"):
@@ -746,7 +756,7 @@ def test_archive_keeps_what_the_report_needs_without_paths_and_restores_a_campai
     assert main(["benchmark", "archive", str(runs), "--out", "archive"]) == 0
     arch = tmp_path / "archive"
     kept = sorted(str(p.relative_to(arch)) for p in arch.rglob("*") if p.is_file())
-    files = sorted(("config.json", "metrics.json", "test_ranks.npy", "training_log.jsonl"))
+    files = sorted(("config.json", "metrics.json", "test_exposure.npy", "test_ranks.npy", "training_log.jsonl"))
     assert kept == ["benchmark.json"] + sorted(
         [f"toy/{m}/seed{s}/{f}" for m in ("SASRec", "UniSRec_t") for s in (1, 2) for f in files]
         + ["toy/SASRec/seed1/pretrain/done.json", "toy/SASRec/seed1/pretrain/training_log.jsonl"])

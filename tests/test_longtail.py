@@ -106,6 +106,20 @@ def test_groups_partition_users_and_recombine_to_the_overall_metric():
     assert g["improvement"]["recall@10"] == pytest.approx(g["metrics"]["recall@10"] / g["baseline"]["recall@10"] - 1)
 
 
+def test_exposure_report_hand_computed():
+    from unisrec.evaluation.longtail import exposure_report
+
+    counts = np.array([0.0, 1, 5, 10, 20])  # training popularity of items 1-4 (0 = padding)
+    exposure = np.array([0, 2, 0, 1, 1])  # item 1 in two users' lists, items 3 and 4 in one each
+    e = exposure_report(exposure, counts, edges=[5])  # ranges 0-5 (items 1, 2) and 6+ (items 3, 4)
+    assert e["slots"] == 4 and e["catalogue_items"] == [2, 2]
+    assert e["slot_share"] == [0.5, 0.5]
+    assert e["arp"] == pytest.approx((2 * 1 + 10 + 20) / 4)
+    assert e["coverage"] == 0.75
+    with pytest.raises(ValueError, match="catalogue of 4"):
+        exposure_report(np.zeros(3), counts, [5])
+
+
 def test_cli_by_popularity_json_compare_and_plot(tmp_path, capsys):
     from test_finetune import cfg, finetune, make_toy, train_sasrec
 
@@ -128,7 +142,12 @@ def test_cli_by_popularity_json_compare_and_plot(tmp_path, capsys):
     assert sum(g["test_interactions"] for g in rep["groups"]) == rep["test_interactions"] == 240
     assert 2 <= len(rep["groups"]) <= 4 and rep["rule"] == "equal-count"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the exposure of both models: every test user's 10 slots, shared out over the same ranges
+    for key in ("exposure", "baseline_exposure"):
+        assert rep[key]["slots"] == 10 * 240 and sum(rep[key]["slot_share"]) == pytest.approx(1.0)
+        assert len(rep[key]["slot_share"]) == len(rep["groups"]) and 0 < rep[key]["coverage"] <= 1
     # the text table names the groups and the improvement column
     assert main(["evaluate", str(tmp_path / "uni"), "--by-popularity", "--boundaries", "20,40", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "0-20" in text and "21-40" in text and "given boundaries" in text
+    assert "exposure: share of all top-10 slots" in text and "ARP" in text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unisrec.evaluation.metrics import metrics_from_ranks, rank_examples, rank_of_targets
+from unisrec.evaluation.metrics import metrics_from_ranks, rank_examples, rank_of_targets, ranks_and_exposure
 
 INF = float("-inf")
 
@@ -84,3 +84,17 @@ def test_rank_examples_keeps_input_order_across_length_batches():
     targets = np.array([6, 2, 4, 1])
     ranks = rank_examples(FixedScorer(n), hist, lens, targets, batch_size=2)
     assert ranks.tolist() == [0, 4, 2, 5]
+
+
+def test_exposure_counts_each_users_top_k_in_the_same_pass_as_the_ranks():
+    n = 6
+    hist = np.array([[1, 0, 0], [2, 3, 1], [5, 5, 0], [1, 0, 0]])
+    lens = np.array([1, 3, 2, 1])
+    targets = np.array([6, 2, 4, 1])
+    ranks, exposure = ranks_and_exposure(FixedScorer(n), hist, lens, targets, k=2, batch_size=2)
+    assert ranks.tolist() == rank_examples(FixedScorer(n), hist, lens, targets, batch_size=3).tolist() == [0, 4, 2, 5]
+    # a positive last item puts items 6 and 5 on top for all four users; padding (0) is never listed
+    assert exposure.tolist() == [0, 0, 0, 0, 0, 4, 4]
+    assert ranks_and_exposure(FixedScorer(n), hist, lens, targets, k=None)[1] is None
+    # k above the catalogue lists every real item once per user
+    assert ranks_and_exposure(FixedScorer(n), hist, lens, targets, k=50)[1].tolist() == [0, 4, 4, 4, 4, 4, 4]

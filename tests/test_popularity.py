@@ -42,3 +42,13 @@ def test_metrics_match_hand_computed_ranks():
     assert m["recall@10"] == pytest.approx(1.0)
     assert m["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
     assert m["ndcg@10"] == pytest.approx(sum(1 / math.log2(r + 2) for r in ranks) / 3)
+
+
+def test_popularity_exposure_lists_the_k_most_popular_items_for_every_test_user():
+    from unisrec.models.popularity import popularity_exposure
+
+    # training parts: [1, 1, 2], [1, 2], [1] -> item 1: 4, item 2: 2, others 0; three test users
+    ds = make([[1, 1, 2, 3, 1], [1, 2, 4, 2], [1, 3, 6]], n_items=6)
+    assert popularity_exposure(ds, "test", k=2).tolist() == [0, 3, 3, 0, 0, 0, 0]
+    exposure = popularity_exposure(ds, "test", k=10)  # k above the catalogue: every item, padding never
+    assert exposure.tolist() == [0, 3, 3, 3, 3, 3, 3]

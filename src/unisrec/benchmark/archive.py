@@ -9,6 +9,8 @@ computed from. The archive copies, for every *finished* cell, only:
 * ``config.json`` (every option the cell was trained with: the stale-cell check reads it),
 * ``training_log.jsonl`` (the validation curve the report plots),
 * ``test_ranks.npy`` (int32 rank of each test user's target: every R@K / N@K and the tests),
+* ``test_exposure.npy`` (int32, how many test users have each item in their top 10: the long-tail
+  page's exposure table; cells trained before it existed have none),
 * of a pre-training cell (``model: pretrain``): ``done.json``, ``config.json`` and its loss curve
   ``training_log.jsonl``;
 * with ``checkpoints=True`` (``--checkpoints``) also every finished cell's weights ``model.safetensors``:
@@ -39,7 +41,8 @@ from typing import Any
 from unisrec.benchmark.runner import DONE_NAME, METRICS_NAME, SUMMARY_NAME
 from unisrec.errors import UserError
 
-ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, DONE_NAME, "config.json", "training_log.jsonl", "test_ranks.npy")
+ARCHIVED_FILES: tuple[str, ...] = (METRICS_NAME, DONE_NAME, "config.json", "training_log.jsonl", "test_ranks.npy",
+                                   "test_exposure.npy")
 STAGE_FILES: tuple[str, ...] = ("training_log.jsonl", "done.json")  # of a cell's stage sub-folder (S3-Rec's pretrain/)
 WEIGHTS_NAME = "model.safetensors"  # a cell's weights, archived with checkpoints=True
 

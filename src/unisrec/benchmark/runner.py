@@ -259,9 +259,9 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
     """A cell that trains nothing: ``zero-shot`` ranks the cell's dataset with the ``from:`` model by
     item text (:func:`unisrec.evaluation.cli.load_for_evaluation`: a pre-training checkpoint or a
     model without per-item weights), ``popularity`` with the training part's counts. Writes what a
-    trained cell leaves for the report and the archive -- ``valid_ranks.npy``, ``test_ranks.npy``, a
-    ``config.json`` naming what was ranked, and last ``metrics.json`` (so a crash leaves no finished
-    cell) -- and returns the metrics. ``seed`` is recorded only: nothing here is random."""
+    trained cell leaves for the report and the archive -- ``valid_ranks.npy``, ``test_ranks.npy``,
+    ``test_exposure.npy``, a ``config.json`` naming what was ranked, and last ``metrics.json`` (so a
+    crash leaves no finished cell) -- and returns the metrics. ``seed`` is recorded only: nothing here is random."""
     import time
 
     import numpy as np
@@ -269,8 +269,8 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
 
     from unisrec.data.dataset import Dataset, write_json
     from unisrec.data.output import writer_lock
-    from unisrec.evaluation.metrics import metrics_from_ranks, model_ranks
-    from unisrec.models.popularity import popularity_ranks
+    from unisrec.evaluation.metrics import EXPOSURE_K, metrics_from_ranks, model_ranks, ranks_and_exposure
+    from unisrec.models.popularity import popularity_exposure, popularity_ranks
 
     output = Path(output)
     if threads:
@@ -280,6 +280,7 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
         if model.model == POPULARITY:
             ds = Dataset.load(dataset_dir)
             ranks = {split: popularity_ranks(ds, split) for split in ("valid", "test")}
+            exposure = popularity_exposure(ds, "test", EXPOSURE_K)
             what = {"model_type": "popularity"}
         else:
             from unisrec.evaluation.cli import load_for_evaluation
@@ -287,7 +288,9 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
 
             net, ds, dev = load_for_evaluation(str(model.pretrained), str(dataset_dir), str(model.options.get("device", "auto")))
             batch = int(model.options.get("eval_batch_size", 1024))
-            ranks = {split: model_ranks(net, ds, split, batch, dev) for split in ("valid", "test")}
+            hist, lens, targets = ds.examples("test", int(net.max_seq_length))
+            ranks = {"valid": model_ranks(net, ds, "valid", batch, dev)}
+            ranks["test"], exposure = ranks_and_exposure(net, hist, lens, targets, EXPOSURE_K, batch, dev)
             source = read_model_config(str(model.pretrained))
             what = {"model_type": "zero-shot", "from": display_path(Path(str(model.pretrained))),
                     "from_model_type": source.get("model_type"), "model": source.get("model")}
@@ -295,6 +298,7 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
         write_json(output / "config.json", {**what, "dataset": {"path": display_path(Path(dataset_dir))}, "seed": seed})
         for split, r in ranks.items():
             np.save(output / f"{split}_ranks.npy", np.asarray(r, dtype=np.int32))
+        np.save(output / "test_exposure.npy", exposure.astype(np.int32))
         metrics = {"valid": metrics_from_ranks(ranks["valid"]), "test": metrics_from_ranks(ranks["test"]),
                    "best_epoch": None, "epochs_run": 0, "stop_reason": f"{model.model}: no training",
                    "wall_seconds": time.time() - t0, "seed": seed}

@@ -16,6 +16,11 @@
 * ``--compare BASELINE``: the baseline's metrics on the same users and groups and, per group, the
   relative improvement ``model / baseline - 1`` (the paper's "improvement ratio" of Recall@10
   over SASRec); ``None`` where the baseline's metric is 0.
+* **Exposure** (what the model recommends, :func:`exposure_report`): of all the top-10 slots over
+  the test users, the share that goes to items of each group's popularity range, beside the share of
+  test targets in that range; the mean training popularity of a recommended item (ARP, Abdollahpouri
+  et al. 2019) and catalogue coverage (items in anyone's top 10). A model can lose on rare targets
+  because it rarely recommends rare items; this says whether it does.
 """
 
 from __future__ import annotations
@@ -76,20 +81,46 @@ def group_ranges(edges: Sequence[int], max_popularity: int) -> list[tuple[int, i
     return list(zip(lows, highs))
 
 
-def split_ranks(model: Any, dataset: Any, split: str = "test", batch_size: int = 4096, device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def split_ranks(model: Any, dataset: Any, split: str = "test", batch_size: int = 4096,
+                device: Any = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(0-based full-ranking rank, target item) of every ``split`` user, in ``Dataset.examples`` order
-    -- exactly the ranks ``evaluation.metrics.evaluate_model`` averages."""
-    from unisrec.evaluation.metrics import rank_examples
+    -- exactly the ranks ``evaluation.metrics.evaluate_model`` averages -- and the exposure of each
+    item (how many of these users have it in their top 10, ``metrics.ranks_and_exposure``)."""
+    from unisrec.evaluation.metrics import ranks_and_exposure
 
     hist, lens, tgt = dataset.examples(split, int(model.max_seq_length))
     if len(tgt) == 0:
         raise UserError(f"dataset {dataset.path or dataset.name} has no {split} examples (every user is too short)")
-    return rank_examples(model, hist, lens, tgt, batch_size, device), tgt
+    ranks, exposure = ranks_and_exposure(model, hist, lens, tgt, batch_size=batch_size, device=device)
+    return ranks, tgt, exposure
 
 
 def relative_improvement(ours: float, base: float) -> float | None:
     """ours / base - 1 (0.25 = 25% better); None when the baseline scores 0."""
     return None if base == 0 else ours / base - 1.0
+
+
+def exposure_report(exposure: np.ndarray, counts: np.ndarray, edges: Sequence[int]) -> dict[str, Any]:
+    """What a model recommends, by item popularity: ``exposure`` (n + 1,) = how many users have each
+    item in their top-k list (``metrics.ranks_and_exposure``), ``counts`` = training popularity,
+    ``edges`` = the groups' upper edges.
+
+    Returns {"slots": all top-k slots, "arp": mean training popularity of a recommended item,
+    "coverage": share of the catalogue in at least one list, "slot_share": per group, the share of
+    slots going to items in that group's popularity range, "catalogue_items": items per range}.
+    """
+    exposure = np.asarray(exposure, dtype=np.int64)[1:]  # index 0 = padding, never recommended
+    pop = np.asarray(counts)[1:]
+    if exposure.shape != pop.shape:
+        raise ValueError(f"exposure of {exposure.size} items for a catalogue of {pop.size}")
+    slots = int(exposure.sum())
+    if slots == 0:
+        raise ValueError("no recommendation slots (empty exposure)")
+    group = assign_groups(pop, edges)
+    n_groups = len(edges) + 1
+    return {"slots": slots, "arp": float((exposure * pop).sum() / slots), "coverage": float((exposure > 0).mean()),
+            "slot_share": (np.bincount(group, weights=exposure, minlength=n_groups) / slots).tolist(),
+            "catalogue_items": np.bincount(group, minlength=n_groups).astype(int).tolist()}
 
 
 def popularity_report(
@@ -100,12 +131,15 @@ def popularity_report(
     n_groups: int = 5,
     edges: Sequence[int] | None = None,
     baseline_ranks: np.ndarray | None = None,
+    exposure: np.ndarray | None = None,
+    baseline_exposure: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Group the users by their target's popularity ``counts[target]`` and compute metrics per group.
 
     ``edges`` (upper edges) overrides the equal-count rule. Returns ``{"overall", "baseline_overall"?,
     "edges", "rule", "groups": [{"group", "popularity": [lo, hi], "test_interactions", "share",
-    "target_items", "metrics", "baseline"?, "improvement"?}]}``.
+    "target_items", "metrics", "baseline"?, "improvement"?}], "exposure"?, "baseline_exposure"?}``
+    (the exposures, :func:`exposure_report`, over the same popularity ranges).
     """
     from unisrec.evaluation.metrics import metrics_from_ranks
 
@@ -131,6 +165,10 @@ def popularity_report(
                 row["baseline"] = metrics_from_ranks(np.asarray(baseline_ranks)[members], ks)
                 row["improvement"] = {k: relative_improvement(v, row["baseline"][k]) for k, v in row["metrics"].items()}
         report["groups"].append(row)
+    if exposure is not None:
+        report["exposure"] = exposure_report(exposure, counts, edges)
+    if baseline_exposure is not None:
+        report["baseline_exposure"] = exposure_report(baseline_exposure, counts, edges)
     return report
 
 
@@ -150,14 +188,14 @@ def analyse_popularity(
     from unisrec.models.popularity import popularity_counts
 
     model, ds, dev = load_for_evaluation(model_dir, dataset, device)
-    ranks, targets = split_ranks(model, ds, split, batch_size, dev)
-    base_ranks = None
+    ranks, targets, exposure = split_ranks(model, ds, split, batch_size, dev)
+    base_ranks = base_exposure = None
     if compare is not None:
         base, base_ds, base_dev = load_for_evaluation(compare, str(ds.path), device)
-        base_ranks, base_targets = split_ranks(base, base_ds, split, batch_size, base_dev)
+        base_ranks, base_targets, base_exposure = split_ranks(base, base_ds, split, batch_size, base_dev)
         if not np.array_equal(base_targets, targets):
             raise UserError(f"baseline {compare} is evaluated on other {split} users than {model_dir}")
-    report = popularity_report(ranks, targets, popularity_counts(ds), ks, n_groups, edges, base_ranks)
+    report = popularity_report(ranks, targets, popularity_counts(ds), ks, n_groups, edges, base_ranks, exposure, base_exposure)
     report.update(model=str(model_dir), baseline=compare, dataset=str(ds.path), split=split,
                   popularity="interactions of the target item in the training part (items before each user's validation target)")
     return report
@@ -198,6 +236,15 @@ def format_report(report: dict[str, Any]) -> str:
         imp = report["overall_improvement"][ratio]
         all_cells += f" {report['baseline_overall'][ratio]:>16.4f}" + (f" {imp:>+15.1%}" if imp is not None else f" {'-':>16}")
     lines.append(all_cells)
+    if report.get("exposure"):
+        lines += ["", "exposure: share of all top-10 slots going to items of each popularity range "
+                  "(vs the share of test targets there); ARP = mean training popularity of a recommended item"]
+        shown = [("model", report["exposure"])] + ([("baseline", report["baseline_exposure"])] if report.get("baseline_exposure") else [])
+        lines.append(f"{'':>8} " + " ".join(f"{f'{lo}-{hi}':>10}" for lo, hi in (g["popularity"] for g in report["groups"]))
+                     + f" {'ARP':>8} {'coverage':>9}")
+        lines.append(f"{'targets':>8} " + " ".join(f"{g['share']:>10.1%}" for g in report["groups"]))
+        for name, e in shown:
+            lines.append(f"{name:>8} " + " ".join(f"{v:>10.1%}" for v in e["slot_share"]) + f" {e['arp']:>8.1f} {e['coverage']:>9.1%}")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ A NaN target score is also ranked last (every other item counts as ahead of it).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -61,24 +61,28 @@ def metrics_from_ranks(ranks: Any, ks: Iterable[int] = DEFAULT_KS) -> dict[str, 
     return out
 
 
-def rank_examples(
+EXPOSURE_K = 10  # the length of the recommendation lists whose items are counted (the paper's K)
+
+
+def score_examples(
     model: Any,
     history: np.ndarray,
     lengths: np.ndarray,
-    targets: np.ndarray,
-    batch_size: int = 4096,
-    device: Any = "cpu",
-) -> np.ndarray:
-    """Ranks (0-based, input order) of ``targets`` under ``model`` for padded histories.
+    batch_size: int,
+    device: Any,
+    consume: Callable[[np.ndarray, "torch.Tensor"], None],  # noqa: F821
+) -> None:
+    """Score every padded history against every item: ``consume(indices, scores)`` once per length
+    bucket, ``scores`` (len(indices), n + 1) with the padding column at ``-inf``.
 
     ``model`` is any scorer with ``item_representations()``, ``sequence_representation(seq, lens,
-    table)`` and ``scores(seq_repr, table)`` (UniSRec, SASRec). The item table is computed once.
+    table)`` and ``scores(seq_repr, table)`` (UniSRec, SASRec, ...). The item table is computed once;
+    the model scores in eval mode without gradients and is left in the mode it came in.
     """
     import torch
 
     from unisrec.models.encoder import length_buckets
 
-    ranks = np.empty(len(targets), dtype=np.int64)
     was_training = model.training
     model.eval()
     try:
@@ -88,12 +92,56 @@ def rank_examples(
                 width = max(int(lengths[idx].max()), 1)
                 seq = torch.from_numpy(history[idx, :width]).to(device)
                 lens = torch.from_numpy(lengths[idx]).to(device)
-                tgt = torch.from_numpy(targets[idx]).to(device)
-                scores = model.scores(model.sequence_representation(seq, lens, table), table)
-                ranks[idx] = rank_of_targets(scores, tgt).cpu().numpy()
+                consume(idx, model.scores(model.sequence_representation(seq, lens, table), table))
     finally:
         model.train(was_training)
-    return ranks
+
+
+def rank_examples(
+    model: Any,
+    history: np.ndarray,
+    lengths: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int = 4096,
+    device: Any = "cpu",
+) -> np.ndarray:
+    """Ranks (0-based, input order) of ``targets`` under ``model`` for padded histories (:func:`score_examples`)."""
+    return ranks_and_exposure(model, history, lengths, targets, None, batch_size, device)[0]
+
+
+def ranks_and_exposure(
+    model: Any,
+    history: np.ndarray,
+    lengths: np.ndarray,
+    targets: np.ndarray,
+    k: int | None = EXPOSURE_K,
+    batch_size: int = 4096,
+    device: Any = "cpu",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(ranks as :func:`rank_examples`, exposure) from one scoring pass.
+
+    exposure: int64 (n + 1,), how many users have each item in their top-``k`` list (index 0, padding,
+    is never recommended: 0) -- what the model recommends, the other half of a long-tail analysis
+    (``evaluation.longtail.exposure_report``). ``k=None`` skips it. Equal scores at the cut are broken
+    by ``torch.topk``'s order.
+    """
+    import torch
+
+    ranks = np.empty(len(targets), dtype=np.int64)
+    exposure: list[np.ndarray] = []
+
+    def consume(idx: np.ndarray, scores: "torch.Tensor") -> None:
+        ranks[idx] = rank_of_targets(scores, torch.from_numpy(targets[idx]).to(scores.device)).cpu().numpy()
+        if k is not None:
+            top = torch.topk(scores, min(k, scores.shape[1] - 1), dim=1).indices
+            exposure.append(np.bincount(top.cpu().numpy().ravel(), minlength=scores.shape[1]))
+
+    score_examples(model, history, lengths, batch_size, device, consume)
+    if k is None:
+        return ranks, None
+    if not exposure:
+        raise ValueError("no examples to score")
+    return ranks, np.sum(exposure, axis=0).astype(np.int64)
 
 
 def model_ranks(

@@ -60,6 +60,19 @@ def popularity_ranks(dataset: Dataset, split: str = "test") -> np.ndarray:
     return torch.cat([rank_of_targets(scores.expand(len(c), -1), torch.from_numpy(c)) for c in chunks]).numpy()
 
 
+def popularity_exposure(dataset: Dataset, split: str = "test", k: int = 10) -> np.ndarray:
+    """int64 (num_items + 1,): how many ``split`` users have each item in their top-``k`` list -- the
+    ``k`` most popular items for every user (equal counts in the order of ``torch.topk`` over the
+    score row, like a model's lists: ``evaluation.metrics.ranks_and_exposure``)."""
+    import torch
+
+    n_users = len(dataset.examples(split, max_history=1)[2])
+    top = torch.topk(popularity_scores(dataset, 1)[0], min(k, dataset.num_items)).indices.numpy()
+    exposure = np.zeros(dataset.num_items + 1, dtype=np.int64)
+    exposure[top] = n_users
+    return exposure
+
+
 def evaluate_popularity(dataset: Dataset, split: str = "test", ks: Sequence[int] = (10, 50)) -> dict[str, float]:
     """Recall@K / NDCG@K of the popularity ranking on ``split`` (full ranking over all items)."""
     from unisrec.evaluation.metrics import metrics_from_ranks

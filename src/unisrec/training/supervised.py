@@ -130,18 +130,21 @@ def finish(model: Any, dataset: Any, config: TrainConfig, output: Path, run: Run
 
     ``valid_ranks.npy`` / ``test_ranks.npy``: int32 0-based full-ranking rank of each user's target
     (one per user of the split, in dataset user order), so per-user metrics and paired significance
-    tests (``unisrec benchmark``) need no re-evaluation; ``metrics_from_ranks`` turns them into R@K/N@K."""
+    tests (``unisrec benchmark``) need no re-evaluation; ``metrics_from_ranks`` turns them into R@K/N@K.
+    ``test_exposure.npy``: int32 (n + 1,), how many test users have each item in their top 10 (from the
+    same scoring pass): what the model recommends, for the long-tail analysis (docs/analyses.md)."""
     from unisrec.data.dataset import write_json
-    from unisrec.evaluation.metrics import metrics_from_ranks, rank_examples
+    from unisrec.evaluation.metrics import EXPOSURE_K, metrics_from_ranks, ranks_and_exposure
     from unisrec.models.model_dir import save_model_dir
 
     model.to(ctx.device)
-    ranks = {}
+    ranks, exposure = {}, {}
     for split in ("valid", "test"):
         hist, lens, targets = dataset.examples(split, config.max_history)
         if len(targets) == 0:
             raise UserError(f"dataset {dataset.path or dataset.name} has no {split} examples (every user is too short)")
-        ranks[split] = rank_examples(model, hist, lens, targets, config.eval_batch_size, ctx.device)
+        ranks[split], exposure[split] = ranks_and_exposure(model, hist, lens, targets, None if split == "valid" else EXPOSURE_K,
+                                                           config.eval_batch_size, ctx.device)
     best_valid, test = (metrics_from_ranks(ranks[split], config.ks) for split in ("valid", "test"))
     history = RunLog(output).records()
     train_secs = [r["seconds"] for r in history]
@@ -161,6 +164,7 @@ def finish(model: Any, dataset: Any, config: TrainConfig, output: Path, run: Run
     save_model_dir(model, output, dataset, feature_name=feature_name, extra=meta)
     for split, r in ranks.items():
         np.save(output / f"{split}_ranks.npy", r.astype(np.int32))
+    np.save(output / "test_exposure.npy", exposure["test"].astype(np.int32))
     write_json(output / "metrics.json", metrics)
     RunLog(output).say(f"best epoch {run.early_stopping.best_epoch}; test " + " ".join(f"{k} {v:.4f}" for k, v in test.items()))
     return metrics
