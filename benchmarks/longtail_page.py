@@ -61,6 +61,34 @@ def reports(archive: Path, dataset_name: str, dataset_dir: str, models: list[str
     return out
 
 
+def exposure_rows(archive: Path, dataset_name: str, dataset_dir: str, labels: list[str], n_groups: int) -> dict:
+    """What each model recommends, by item popularity (``evaluation.longtail.exposure_report``), mean
+    over the archived seeds that have ``test_exposure.npy``; first the test targets' own distribution
+    and the popularity ranking (the same 10 items for everyone) for reference."""
+    from unisrec.data.dataset import Dataset
+    from unisrec.evaluation.longtail import assign_groups, equal_count_edges, exposure_report
+    from unisrec.models.popularity import popularity_counts, popularity_exposure
+
+    ds = Dataset.load(dataset_dir)
+    targets = ds.examples("test", 50)[2]
+    counts = popularity_counts(ds)
+    edges = equal_count_edges(counts[targets], n_groups)
+    target_exposure = np.bincount(targets, minlength=ds.num_items + 1)  # each target as one "slot"
+    rows = {"test targets": {"seeds": [], **exposure_report(target_exposure, counts, edges)},
+            "Popularity": {"seeds": [], **exposure_report(popularity_exposure(ds, "test"), counts, edges)}}
+    assert rows["test targets"]["slot_share"] == (np.bincount(assign_groups(counts[targets], edges), minlength=len(edges) + 1)
+                                                  / len(targets)).tolist()
+    for label in labels:
+        folder = archive / dataset_name / label.replace(" ", "_")
+        per_seed = {int(p.parent.name[4:]): exposure_report(np.load(p), counts, edges) for p in sorted(folder.glob("seed*/test_exposure.npy"))}
+        if per_seed:
+            reps = list(per_seed.values())
+            rows[label] = {"seeds": sorted(per_seed), "slots": reps[0]["slots"], "catalogue_items": reps[0]["catalogue_items"],
+                           **{k: float(np.mean([r[k] for r in reps])) for k in ("arp", "coverage")},
+                           "slot_share": np.mean([r["slot_share"] for r in reps], axis=0).tolist()}
+    return {"edges": edges, "rows": rows}
+
+
 def summarise(per_seed: dict[int, dict]) -> list[dict]:
     """Per group: the seed means of the model's and the baseline's Recall@10 and the ratio of the means."""
     seeds = sorted(per_seed)
@@ -112,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="UniSRec_t+ID,UniSRec_t", help="comma-separated model labels")
     ap.add_argument("--baseline", default="SASRec")
     ap.add_argument("--groups", type=int, default=5)
+    ap.add_argument("--exposure-extra", default="", help="comma-separated labels shown in the exposure table only (e.g. controls)")
     ap.add_argument("--out", default="results/analyses/longtail_scientific")
     args = ap.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
@@ -143,10 +172,30 @@ def main(argv: list[str] | None = None) -> int:
                          f"{100 * r['share']:.1f}% | {r['model']:.4f} | {r['baseline']:.4f} | {imp} ({per}) |")
         overall = [found[label][s]["overall_improvement"][METRIC] for s in seeds[label]]
         lines += ["", f"All test users: improvement {', '.join(f'{100 * v:+.1f}%' for v in overall)} per seed.", ""]
+    exposure = exposure_rows(Path(args.cells), args.target, os.path.expandvars(args.dataset), models + [args.baseline] + [m for m in args.exposure_extra.split(",") if m], args.groups)
+    if len(exposure["rows"]) > 2:
+        first = next(iter(summary.values()))
+        ranges = [f"{r['popularity'][0]}-{r['popularity'][1]}" for r in first]
+        items = exposure["rows"]["test targets"]["catalogue_items"]
+        lines += ["## What the models recommend (exposure)", "",
+                  "Of all top-10 slots over the test users (10 per user), the share going to items of each popularity "
+                  "range above (the ranges of the groups; catalogue items per range in brackets); ARP = the mean training "
+                  "popularity of a recommended item (Abdollahpouri et al. 2019); coverage = the share of the catalogue in at "
+                  "least one list. The first row is the test targets themselves (what a perfect recommender would list), "
+                  "the second the popularity ranking. From each cell's `test_exposure.npy` (cells trained before it "
+                  "existed have it only where their weights remained to re-score: `benchmarks/backfill_exposure.py`, "
+                  "which keeps it only when the re-scored test ranks equal the archived ones).", "",
+                  "| | seeds | " + " | ".join(f"{r} ({n})" for r, n in zip(ranges, items)) + " | ARP | coverage |",
+                  "|---|---|" + "---|" * len(ranges) + "---|---|"]
+        for label, row in exposure["rows"].items():
+            seeds = ", ".join(map(str, row["seeds"])) or "-"
+            lines.append(f"| {label} | {seeds} | " + " | ".join(f"{100 * v:.1f}%" for v in row["slot_share"])
+                         + f" | {row['arp']:.0f} | {100 * row['coverage']:.1f}% |")
+        lines.append("")
     lines += [f"![Recall@10 improvement by target popularity]({out.name}.png)", "",
               f"Regenerate: `{benchlib.reproduce_command(__file__, sys.argv[1:] if argv is None else argv)}`"]
     data = {"target": args.target, "baseline": args.baseline, "groups": args.groups, "cells": args.cells,
-            "summary": summary, "seeds": seeds,
+            "summary": summary, "seeds": seeds, "exposure": exposure,
             "per_seed": {label: {str(s): r for s, r in per_seed.items()} for label, per_seed in found.items()}}
     benchlib.write_result(out, data, lines)
     print(f"wrote {out}.md, {out}.json, {out}.png")

@@ -48,7 +48,8 @@ report results/analyses/cells_pretrain_sources_online_retail results/analyses/pr
 PYTHON="${PYTHON:-python}"
 "$PYTHON" benchmarks/longtail_page.py --dataset '$UNISREC_DATA/scientific' --models 'UniSRec_t+ID (pre-trained),UniSRec_t (pre-trained),UniSRec_t+ID,UniSRec_t'  # needs the dataset ($UNISREC_DATA)
 "$PYTHON" benchmarks/longtail_page.py --cells results/table3/cells_online_retail --target online_retail_shuffled \
-  --dataset '$UNISREC_DATA/online_retail_shuffled' --models 'UniSRec_t+ID (pre-trained),UniSRec_t (pre-trained),UniSRec_t+ID,UniSRec_t' --out results/analyses/longtail_online_retail
+  --dataset '$UNISREC_DATA/online_retail_shuffled' --models 'UniSRec_t+ID (pre-trained),UniSRec_t (pre-trained),UniSRec_t+ID,UniSRec_t' --out results/analyses/longtail_online_retail \
+  --exposure-extra 'UniSRec_t+ID (pre-trained) unfrozen,FDSA,ZESRec'
 "$PYTHON" benchmarks/precision_page.py results/precision/cells --speed results/precision/epoch_speed_scientific.json --speed results/precision/epoch_speed_online_retail.json
 "$PYTHON" benchmarks/precision_page.py results/precision/cells_pretrain --what pre-training --out results/precision/pretrain_precision \
   --pretrain-curves results/pretrain/cells/games/full/seed2020 'results/pretrain/cells/games/full_(bfloat16)/seed2020'
