@@ -43,27 +43,20 @@ def pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
     return out
 
 
-def checkpoint_ranks(ckpt: str, dataset: str, counts: np.ndarray, sample: int = 2000) -> tuple[np.ndarray, float]:
-    """Test ranks of ``dataset``'s users under checkpoint ``ckpt`` (zero-shot, by item text), and the
-    mean training-part popularity (``counts``: interactions per item) of the top-10 items it
-    recommends to the first ``sample`` test users: how far the ranking leans to popular items."""
-    import torch
-
+def checkpoint_ranks(ckpt: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Test ranks of ``dataset``'s users under checkpoint ``ckpt`` (zero-shot, by item text) and, from
+    the same scoring pass, its exposure: how many test users get each item in their top 10."""
     from unisrec.evaluation.cli import load_for_evaluation
-    from unisrec.evaluation.metrics import model_ranks
+    from unisrec.evaluation.metrics import ranks_and_exposure
 
     model, ds, dev = load_for_evaluation(ckpt, dataset, "cpu")
-    ranks = model_ranks(model, ds, "test", 1024, dev)
-    hist, lens, _ = ds.examples("test", int(model.max_seq_length))
-    with torch.no_grad():
-        model.eval()
-        table = model.item_representations()
-        n = min(sample, len(lens))
-        width = max(int(lens[:n].max()), 1)
-        scores = model.scores(model.sequence_representation(torch.from_numpy(hist[:n, :width]), torch.from_numpy(lens[:n]), table), table)
-        scores[:, 0] = float("-inf")  # padding
-        top = scores.topk(10, dim=1).indices.numpy()
-    return ranks, float(counts[top].mean())
+    hist, lens, targets = ds.examples("test", int(model.max_seq_length))
+    return ranks_and_exposure(model, hist, lens, targets, batch_size=1024, device=dev)
+
+
+def mean_popularity(exposure: np.ndarray, counts: np.ndarray) -> float:
+    """The mean training-part popularity of a recommended item over all top-10 slots (ARP)."""
+    return float((exposure * counts).sum() / exposure.sum())
 
 
 def archive_label(model_dir: Path) -> str:
@@ -106,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from unisrec.benchmark.significance import compare, per_user_metric
     from unisrec.data.dataset import Dataset
     from unisrec.evaluation.metrics import metrics_from_ranks
-    from unisrec.models.popularity import popularity_counts, popularity_ranks
+    from unisrec.models.popularity import popularity_counts, popularity_exposure, popularity_ranks
 
     torch.set_num_threads(args.threads)
     ckpts, datasets = pairs(args.checkpoint, "--checkpoint"), pairs(args.dataset, "--dataset")
@@ -119,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         ds = Dataset.load(ds_dir)
         counts = popularity_counts(ds)
-        scored = {label: checkpoint_ranks(d, ds_dir, counts) for label, d in ckpts}
+        scored = {label: checkpoint_ranks(d, ds_dir) for label, d in ckpts}
         ranks = {label: r for label, (r, _) in scored.items()}
-        top10_pop = {label: pop for label, (_, pop) in scored.items()}
+        top10_pop = {label: mean_popularity(e, counts) for label, (_, e) in scored.items()}
         ranks["popularity"] = popularity_ranks(ds, "test")
-        top10_pop["popularity"] = float(np.sort(counts[1:])[-10:].mean())  # the 10 most-bought items
+        top10_pop["popularity"] = mean_popularity(popularity_exposure(ds, "test"), counts)
         per_user = {label: {k: per_user_metric(r, k) for k in METRICS} for label, r in ranks.items()}
         rows = {label: metrics_from_ranks(r) for label, r in ranks.items()}
         seeds = {}
@@ -136,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             loaded = [np.load(f) for f in seed_ranks]
             per_user[label] = {k: np.mean([per_user_metric(r, k) for r in loaded], axis=0) for k in METRICS}
             rows[label] = {k: float(per_user[label][k].mean()) for k in METRICS}
+            exposures = [np.load(f.with_name("test_exposure.npy")) for f in seed_ranks if f.with_name("test_exposure.npy").is_file()]
+            if exposures:  # cells trained before exposure was saved have none (docs/analyses.md)
+                top10_pop[label] = float(np.mean([mean_popularity(e, counts) for e in exposures]))
         first = ckpts[0][0]
         tests = [{**compare(first, per_user[first][k], other, per_user[other][k]), "metric": k}
                  for other in per_user if other != first for k in ("recall@10", "ndcg@10")]
@@ -167,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             md.append(f"| {label}{extra} | " + " | ".join(f"{row[k]:.4f}" for k in METRICS) + f" | {row['recall@10'] / pop:.2f}x | "
                       + ("–" if tp is None else f"{tp:.1f}") + " |")
         md += ["", f"Popularity of its top 10 = mean training-part interaction count of the 10 items a ranking puts first, "
-               f"over the first 2,000 test users (popularity: the 10 most-bought items); a test target's is {d['target_popularity']:.1f} on average."]
+               f"over all test users (ARP; popularity: the 10 most-bought items; a fine-tuned row: its cells' test_exposure.npy, "
+               f"'–' for cells trained before it was saved); a test target's is {d['target_popularity']:.1f} on average."]
         md += ["", f"Paired one-sided t-tests against {ckpts[0][0]} (per test user; p < 0.01 = significant):", "",
                "| metric | better | worse | mean better | mean worse | p | p < 0.01 |", "|---|---|---|---|---|---|---|"]
         for t in d["tests"]:
