@@ -206,3 +206,34 @@ def test_time_limit_never_starts_an_epoch_past_the_cap(toy, tmp_path):
     # a generous cap changes nothing: the epoch bound ends the run
     metrics = train_sasrec(toy, tmp_path / "n", cfg(epochs=2, time_limit_minutes=60))
     assert metrics["stop_reason"] == "max_epochs" and metrics["epochs_run"] == 2
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_mid_epoch_checkpoint_exactly(toy, tmp_path, monkeypatch):
+    from unisrec.training.state import read_run_state
+    from unisrec.training.supervised import SupervisedTask
+
+    full = train_sasrec(toy, tmp_path / "full", cfg(epochs=2))
+    steps_per_epoch = read_run_state(tmp_path / "full").global_step // 2
+    assert steps_per_epoch >= 4
+    original, calls = SupervisedTask.step_loss, {"n": 0}
+
+    def killed_in_epoch_2(self, batch):
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch + 3:  # two steps into epoch 2
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(SupervisedTask, "step_loss", killed_in_epoch_2)
+    for name, minutes in (("kept", 1e-9), ("lost", 0.0)):  # a checkpoint due after every step / at epoch ends only
+        calls["n"] = 0
+        with pytest.raises(KeyboardInterrupt):
+            train_sasrec(toy, tmp_path / name, cfg(epochs=2, checkpoint_minutes=minutes))
+    monkeypatch.setattr(SupervisedTask, "step_loss", original)
+    kept, lost = read_run_state(tmp_path / "kept"), read_run_state(tmp_path / "lost")
+    assert (kept.epoch, kept.step_in_epoch, kept.global_step) == (1, 2, steps_per_epoch + 2)
+    assert (lost.epoch, lost.step_in_epoch) == (1, 0)  # without it the two steps of epoch 2 are lost
+    assert kept.elapsed > lost.elapsed > 0  # the partial epoch's training time is counted
+    resumed = train_sasrec(toy, tmp_path / "kept", cfg(epochs=2), resume=True)
+    assert read_run_state(tmp_path / "kept").global_step == 2 * steps_per_epoch
+    assert resumed["test"] == pytest.approx(full["test"], rel=1e-6)  # the same run as the uninterrupted one
+    assert resumed["best_epoch"] == full["best_epoch"]

@@ -44,6 +44,7 @@ from unisrec.errors import UserError
 SUMMARY_NAME = "benchmark.json"
 METRICS_NAME = "metrics.json"
 DONE_NAME = "done.json"  # a pre-training cell's end (training.state.DONE_NAME; here without importing torch)
+CELL_CHECKPOINT_MINUTES = 10.0  # every cell's mid-epoch resume checkpoint (training.loop.LoopSettings.checkpoint_minutes)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epoch
 
     config_class = registry.get("unisrec" if model.is_finetune or model.is_pretrain else model.model).config_class
     run_class = PretrainConfig if model.is_pretrain else TrainConfig
-    overrides = {**model.options, "seed": seed, "progress": False}
+    # a campaign is cut between sittings: a cell killed mid-epoch resumes from at most 10 minutes back
+    overrides = {"checkpoint_minutes": CELL_CHECKPOINT_MINUTES, **model.options, "seed": seed, "progress": False}
     if model.is_pretrain:
         overrides.setdefault("save_every", 1)  # a campaign is cut between sittings: lose at most one epoch
     elif model.sources:  # resolved like the spec's datasets (unavailable() reports a missing one first)

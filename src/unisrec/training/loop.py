@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import ctypes.util
 import math
 import os
@@ -34,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -53,6 +54,9 @@ class LoopSettings:
     # "epoch": never start an epoch that would end past the cap; "step": stop at the first step past it
     time_limit_at: Literal["epoch", "step"] = "epoch"
     save_every: int = 1  # checkpoint every N full epochs (and whenever the run stops)
+    # also checkpoint inside an epoch once this many minutes of steps passed since the last one (0 = never):
+    # a run killed mid-epoch (a sitting that ends) then loses at most that much, not a whole long epoch
+    checkpoint_minutes: float = 0.0
     key_metric: str = "ndcg@10"  # early stopping watches this validation metric
     precision: Precision = "float32"  # of the forward pass; weights stay float32
 
@@ -135,7 +139,8 @@ def train_loop(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     t_start, first_step, best = time.perf_counter(), run.global_step, None
     reason = "max_epochs" if run.epoch >= settings.epochs or run.early_stopping.should_stop else ""
     while not reason:
-        result = run_epoch(task, optimizer, run, settings, ctx, log, t_start, first_step)
+        result = run_epoch(task, optimizer, run, settings, ctx, log, t_start, first_step,
+                           lambda r: checkpoint(task, model, optimizer, r, ctx, output, None))
         record = epoch_record(task, run, result, ctx)
         improved = False
         if result.finished:
@@ -157,13 +162,21 @@ def train_loop(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 
 def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settings: LoopSettings, ctx: DistContext,
-              log: RunLog, t_start: float, first_step: int) -> EpochResult:
-    """The steps of epoch ``run.epoch + 1`` from ``run.step_in_epoch`` on, until done or capped."""
+              log: RunLog, t_start: float, first_step: int,
+              save_mid_epoch: Callable[[RunState], None] | None = None) -> EpochResult:
+    """The steps of epoch ``run.epoch + 1`` from ``run.step_in_epoch`` on, until done or capped.
+
+    With ``settings.checkpoint_minutes``, ``save_mid_epoch(state)`` is called between steps once that
+    long has passed since the epoch began or the last such call: ``state`` is ``run`` with the
+    epoch's seconds so far added to ``elapsed``, so a run resumed from it continues at the next step
+    (every task draws each step's randomness from its seed, epoch and step: the continuation is exact)
+    and counts its training time. The resumed epoch's log line covers the steps after the resume."""
     epoch = run.epoch + 1
     batches = task.batches(epoch)
     total = len(batches)
     sums: torch.Tensor | None = None
     t0, done, stopped_by = time.perf_counter(), 0, None
+    last_save = t0
     bar = log.bar(total, run.step_in_epoch, f"epoch {epoch}")
     for batch in batches[run.step_in_epoch :]:
         stopped_by = step_cap(run, settings, ctx, t_start, first_step)
@@ -185,11 +198,26 @@ def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settin
             release_free_heap()
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}")
+        if save_mid_epoch is not None and run.step_in_epoch < total and mid_epoch_checkpoint_due(settings, ctx, last_save):
+            save_mid_epoch(dataclasses.replace(run, elapsed=run.elapsed + time.perf_counter() - t0))
+            last_save = time.perf_counter()
     bar.close()
     finished = run.step_in_epoch >= total
     if sums is None:
         sums = torch.zeros(1, dtype=torch.float64)
     return EpochResult(done, finished, stopped_by, time.perf_counter() - t0, sums)
+
+
+def mid_epoch_checkpoint_due(settings: LoopSettings, ctx: DistContext, last_save: float) -> bool:
+    """Whether ``settings.checkpoint_minutes`` have passed since ``last_save`` (the same answer on every process)."""
+    if not settings.checkpoint_minutes:
+        return False
+    due = time.perf_counter() - last_save >= 60 * settings.checkpoint_minutes
+    if ctx.distributed:  # the checkpoint is collective: every rank must take it at the same step
+        flag = torch.tensor([float(due)], device=ctx.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        due = bool(flag.item())
+    return due
 
 
 def step_cap(run: RunState, settings: LoopSettings, ctx: DistContext, t_start: float, first_step: int) -> str | None:

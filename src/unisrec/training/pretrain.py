@@ -304,7 +304,8 @@ def _pretrain(ctx: DistContext, dirs: list[Path], output: Path, cfg: PretrainCon
     log.say(f"pre-training on {len(corpus):,} sequences from {len(corpus.domains)} domain(s), {corpus.num_items:,} items; "
             f"{len(sampler)} steps/epoch of {cfg.batch_size} on {ctx.world_size} x {ctx.device}")
     first = run.global_step
-    settings = LoopSettings(cfg.epochs, cfg.max_steps, cfg.time_limit_minutes, "step", cfg.save_every, precision=cfg.precision)
+    settings = LoopSettings(cfg.epochs, cfg.max_steps, cfg.time_limit_minutes, "step", cfg.save_every, precision=cfg.precision,
+                            checkpoint_minutes=cfg.checkpoint_minutes)
     reason, _ = train_loop(task, model, opt, run, settings, ctx, log, output)
     epochs = [r for r in log.records() if r["step"] > first] if ctx.is_main else []
     last = epochs[-1]["loss"] if epochs else float("nan")

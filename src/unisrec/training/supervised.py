@@ -115,6 +115,7 @@ def fit(model: Any, dataset: Any, config: TrainConfig, output: str | os.PathLike
     if hasattr(task, "describe"):  # a joint task names its domains and overlapping users
         log.say(task.describe())
     settings = LoopSettings(config.epochs, time_limit_minutes=config.time_limit_minutes, key_metric=config.key_metric,
+                            checkpoint_minutes=config.checkpoint_minutes,
                             precision=config.precision)
     elapsed0 = run.elapsed
     reason, new_best = train_loop(task, module, optimizer, run, settings, ctx, log, output)
@@ -171,13 +172,14 @@ def finish(model: Any, dataset: Any, config: TrainConfig, output: Path, run: Run
 
 
 def resumed_configs(output: Path, train: TrainConfig, model_config: Any, resume: bool) -> tuple[TrainConfig, Any]:
-    """On --resume the saved run's configs win, except epochs, device, threads, progress and the time cap."""
+    """On --resume the saved run's configs win, except epochs, device, threads, progress, the time cap and
+    the mid-epoch checkpoint interval (how a run is kept, not what it learns)."""
     from unisrec.models.checkpoint import config_from_dict
 
     saved = read_run_state(output) if resume else None
     if saved is None or "train" not in saved.config:
         return train, model_config
-    kept = {k: getattr(train, k) for k in ("epochs", "device", "threads", "progress", "time_limit_minutes")}
+    kept = {k: getattr(train, k) for k in ("epochs", "device", "threads", "progress", "time_limit_minutes", "checkpoint_minutes")}
     train = TrainConfig(**{**saved.config["train"], **kept})
     if model_config is not None and "model" in saved.config:
         model_config = config_from_dict(type(model_config), saved.config["model"])
@@ -309,7 +311,8 @@ def run_pretraining_stage(model: Any, dataset: Any, config: TrainConfig, output:
         run, _ = restore_run_state(output, task.module, optimizer, ctx)
         log.say(f"resuming the pre-training stage in {output} after epoch {run.epoch}")
     log.start(run.global_step if saved is not None else None)
-    settings = LoopSettings(task.epochs, time_limit_minutes=task.time_limit_minutes, precision=config.precision)
+    settings = LoopSettings(task.epochs, time_limit_minutes=task.time_limit_minutes, precision=config.precision,
+                            checkpoint_minutes=config.checkpoint_minutes)
     reason, _ = train_loop(task, task.module, optimizer, run, settings, ctx, log, output)
     save_safetensors(cpu_state(model), output / "model.safetensors")
     info = {"stop_reason": reason, "epochs_run": run.epoch, "steps": run.global_step, "seconds": run.elapsed}
