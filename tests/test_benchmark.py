@@ -783,6 +783,24 @@ def test_archive_keeps_what_the_report_needs_without_paths_and_restores_a_campai
     assert [c["status"] for c in summary["cells"] if c["model"] != "Later"] == ["skipped"] * 4
     with pytest.raises(UserError, match="differ"):
         archive_runs(runs, runs)
+    # `run --archive`: on a wiped machine (an empty run folder) the archived cells are copied back, not retrained
+    wiped = tmp_path / "wiped"
+    (wiped / "toy" / "UniSRec_t" / "seed2").mkdir(parents=True)  # a folder already there is never replaced
+    said = []
+    summary = runner.run_benchmark(spec, wiped, threads=1, isolate=False, say=said.append, archive=arch, dry_run=True)
+    assert not (wiped / "toy" / "SASRec").exists()  # a dry run copies nothing
+    assert [c["status"] for c in summary["cells"] if c["model"] != "Later"] == ["archived", "archived", "archived", "new"]
+    def stand_in(model, dataset_dir, output, seed, *a, **k):  # the one cell left to train (its folder was empty)
+        (Path(output) / "metrics.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(runner, "train_cell", stand_in)
+    summary = runner.run_benchmark(spec, wiped, threads=1, isolate=False, say=said.append, archive=arch)
+    assert [c["status"] for c in summary["cells"] if c["model"] != "Later"] == ["skipped", "skipped", "skipped", "finished"]
+    assert sum("copied back from the archive" in s for s in said) == 3
+    for rel in ("toy/SASRec/seed1", "toy/SASRec/seed2", "toy/UniSRec_t/seed1"):
+        assert sorted(p.name for p in (wiped / rel).iterdir()) == sorted(p.name for p in (arch / rel).iterdir())
+    assert [p.name for p in (wiped / "toy" / "UniSRec_t" / "seed2").iterdir()] == ["metrics.json"]  # the stand-in's
 
 
 def test_archive_with_spec_writes_the_summary_a_running_campaign_has_not_written_yet(grid, tmp_path, monkeypatch):

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="run: stop interrupted cells where they are (test at their best epoch so far) instead of training on")
     b.add_argument("--dry-run", action="store_true", help="run: list the cells and what would happen")
     b.add_argument("--archive", metavar="DIR", help="run: after each cell, archive the finished cells into DIR "
-                   "(as `benchmark archive`: small files, no weights; commit it and a wiped machine loses nothing)")
+                   "(as `benchmark archive`: small files, no weights; commit it and a wiped machine loses nothing); "
+                   "a cell missing from the run folder but finished in DIR is copied back from it, not trained again")
     b.add_argument("--checkpoints", action="store_true", help="archive (and run --archive): also keep each finished "
                    "cell's weights (model.safetensors, a few MB): what other cells start `from` (archive such "
                    "campaigns, e.g. pre-training or a source-domain model, with it; Table 3 grids without)")
@@ -101,7 +102,8 @@ def _run(spec_path: Path, args: argparse.Namespace) -> int:
             print(f"archived {len(done['archived'])} finished cells into {args.archive}")
 
     summary = run_benchmark(spec, runs, threads=args.threads, isolate=not args.in_process, parallel=args.parallel,
-                            finalize=args.finalize, dry_run=args.dry_run, only=only, after_cell=after_cell)
+                            finalize=args.finalize, dry_run=args.dry_run, only=only, after_cell=after_cell,
+                            archive=args.archive)
     if after_cell is not None and not archived_once:  # no cell trained now: archive what is already finished
         after_cell()
     counts: dict[str, int] = {}

@@ -333,10 +333,29 @@ def display_dataset(entry: DatasetEntry) -> str:
     return entry.given
 
 
+def restore_from_archive(cell: Cell, runs: Path, archive: Path, dry_run: bool = False) -> str:
+    """Copy ``cell``'s finished folder from ``archive`` (a run tree of the same layout) to ``cell.dir``
+    when ``cell.dir`` does not exist; returns what was done ("" = nothing). The copy goes to a
+    temporary sibling first and is renamed into place, so a crash leaves no half-restored cell."""
+    import shutil
+
+    source = archive / cell.dir.relative_to(runs)
+    if cell.dir.exists() or not source.is_dir() or cell_state(source) != "finished":
+        return ""
+    if dry_run:
+        return f"finished in the archive {archive}: would be copied back (not trained again)"
+    cell.dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cell.dir.with_name(f".{cell.dir.name}.restore-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    os.replace(tmp, cell.dir)
+    return f"copied back from the archive {archive} (finished there)"
+
+
 def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | None = None, isolate: bool = True,
                   parallel: int = 1, finalize: bool = False, dry_run: bool = False, only: BenchmarkSpec | None = None,
                   collect_only: bool = False, say: Callable[[str], None] = print,
-                  after_cell: Callable[[], Any] | None = None) -> dict[str, Any]:
+                  after_cell: Callable[[], Any] | None = None, archive: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run every unfinished cell of ``spec`` (or of ``only``, a :func:`~unisrec.benchmark.spec.subset`
     of it) under ``runs``; returns (and writes) the summary of all of ``spec``'s cells.
 
@@ -345,12 +364,16 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     in this call, not finished yet), ``skipped`` (finished before this call),
     ``finished`` (trained now), ``resumed`` (an interrupted cell, finished now), ``failed``,
     ``running`` (another live process trains it),
-    ``unavailable`` (unknown model / missing dataset), ``not selected`` (outside ``only``), or with
+    ``unavailable`` (unknown model / missing dataset), ``not selected`` (outside ``only``), ``archived``
+    (``dry_run``: finished in ``archive``, would be copied back), or with
     ``dry_run`` (nothing written) or ``collect_only`` (no training; the summary written) the state
     it would start from (``new``, ``interrupted``). ``finalize``: interrupted
     cells are tested where they stopped (no further epochs) and no new cell starts (``not started``).
     ``isolate=False`` trains in this process (tests). ``after_cell`` is called after each cell ends
-    and the summary is rewritten (`benchmark run --archive DIR` archives there)."""
+    and the summary is rewritten (`benchmark run --archive DIR` archives there). ``archive`` (that DIR):
+    a selected cell with no folder under ``runs`` that the archive holds finished is first copied
+    back from it (:func:`restore_from_archive`), so a campaign on a wiped machine skips it instead of
+    training it again; a folder that exists under ``runs`` is never replaced."""
     if parallel < 1:
         raise UserError(f"--parallel must be >= 1, got {parallel}")
     runs = Path(runs)
@@ -366,6 +389,11 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
         if cell.name not in selected:
             rec["status"] = "skipped" if cell_state(cell.dir) == "finished" else "not selected"
             continue
+        if archive is not None and (restored := restore_from_archive(cell, runs, Path(archive), dry_run)):
+            say(f"{cell.name}: {restored}")
+            if dry_run:  # nothing copied: it stays what the archive holds
+                rec["status"] = "archived"
+                continue
         state = cell_state(cell.dir)
         why = unavailable(cell, finished=state == "finished")
         if why:
