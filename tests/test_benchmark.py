@@ -829,3 +829,31 @@ def test_run_with_archive_archives_after_each_cell(toy, tmp_path):
     assert sorted(p.parent.parent.name for p in arch.glob("toy/*/seed1/metrics.json")) == ["SASRec", "SASRec-b"]
     assert json.loads((arch / "benchmark.json").read_text())["finished"] == 2
     assert not list(arch.rglob("*.safetensors"))  # no weights in an archive
+
+
+def test_dry_run_estimates_a_cells_time_from_the_finished_cells_of_its_model(grid, tmp_path, capsys):
+    import shutil
+
+    spec, runs, _, _ = grid
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    shutil.rmtree(copy / "toy" / "SASRec" / "seed2")  # one cell still to train
+    wall = json.loads((copy / "toy" / "SASRec" / "seed1" / "metrics.json").read_text())["wall_seconds"]
+    said = []
+    summary = runner.run_benchmark(spec, copy, dry_run=True, say=said.append)
+    cell = next(c for c in summary["cells"] if c["model"] == "SASRec" and c["seed"] == 2)
+    assert cell["status"] == "new" and cell["estimated_seconds"] == pytest.approx(wall)
+    assert any("SASRec/seed2: would start; ~" in s and "1 finished cell of this model" in s for s in said)
+    assert not (copy / "toy" / "SASRec" / "seed2").exists()
+    import yaml  # the command line sums the estimates
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": "toy_grid", "datasets": {"toy": str(spec.datasets["toy"].path)}, "seeds": [1, 2],
+                                    "options": dict(TINY), "models": {"SASRec": {"model": "sasrec"}}}))
+    shutil.rmtree(copy / "toy" / "SASRec" / "seed1")  # now no finished SASRec cell sets a pace for either
+    (copy / "toy" / "SASRec" / "seed9").mkdir(exist_ok=True)  # (another test may have left an unfinished one)
+    (copy / "toy" / "SASRec" / "seed9" / "metrics.json").write_text(json.dumps({"wall_seconds": 5400.0}))  # a 1.5-hour cell
+    capsys.readouterr()
+    assert main(["benchmark", "run", str(path), "--runs", str(copy), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated cell time: ~3.0 h for 2 of the 2 cells to train" in out

@@ -110,6 +110,11 @@ def _run(spec_path: Path, args: argparse.Namespace) -> int:
     for c in summary["cells"]:
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     print(f"{len(summary['cells'])} cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    to_do = [c for c in summary["cells"] if c["status"] in ("new", "interrupted")]
+    if args.dry_run and to_do:
+        paced = [c["estimated_seconds"] for c in to_do if "estimated_seconds" in c]
+        print(f"estimated cell time: ~{sum(paced) / 3600:.1f} h for {len(paced)} of the {len(to_do)} cells to train "
+              f"(at the pace of finished cells of the same model; {len(to_do) - len(paced)} without one to go by)")
     if not args.dry_run:
         print(f"summary: {runs / SUMMARY_NAME}; report: unisrec benchmark report {runs}")
     return 1 if counts.get("failed") else 0

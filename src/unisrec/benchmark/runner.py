@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -333,6 +334,29 @@ def display_dataset(entry: DatasetEntry) -> str:
     return entry.given
 
 
+def time_left(cell: Cell, runs: Path, archive: Path | None = None) -> tuple[float, int] | None:
+    """(seconds, n): how long ``cell`` should still take -- the median ``wall_seconds`` of the n finished
+    cells of the same dataset and model (other seeds, under ``runs`` or ``archive``), less the training
+    time an interrupted cell already has -- or None without a finished cell to go by. A rough pace:
+    it assumes the same device, threads and machine load as those cells had."""
+    from unisrec.training.state import read_run_state
+
+    rel = cell.dir.parent.relative_to(runs)
+    walls: dict[str, float] = {}
+    for root in (archive, runs):  # a cell in both: the run tree's record wins
+        for metrics in sorted((root / rel).glob("seed*/" + METRICS_NAME)) if root is not None else ():
+            try:
+                walls[metrics.parent.name] = float(json.loads(metrics.read_text())["wall_seconds"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a record without wall time (e.g. a zero-shot cell's) sets no pace
+    walls.pop(cell.dir.name, None)
+    if not walls:
+        return None
+    run = read_run_state(cell.dir)
+    done = run.elapsed if run is not None else 0.0
+    return max(statistics.median(walls.values()) - done, 0.0), len(walls)
+
+
 def restore_from_archive(cell: Cell, runs: Path, archive: Path, dry_run: bool = False) -> str:
     """Copy ``cell``'s finished folder from ``archive`` (a run tree of the same layout) to ``cell.dir``
     when ``cell.dir`` does not exist; returns what was done ("" = nothing). The copy goes to a
@@ -416,7 +440,11 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
             say(f"{cell.name}: finished before, skipped")
         elif dry_run or collect_only:
             rec["status"] = state
-            say(f"{cell.name}: would " + (f"resume {progress(cell.dir)}" if state == "interrupted" else "start"))
+            left = time_left(cell, runs, None if archive is None else Path(archive))
+            if left is not None:
+                rec["estimated_seconds"] = left[0]
+            eta = f"; ~{left[0] / 3600:.1f} h at the pace of {left[1]} finished cell{'s' * (left[1] != 1)} of this model" if left else ""
+            say(f"{cell.name}: would " + (f"resume {progress(cell.dir)}" if state == "interrupted" else "start") + eta)
         elif finalize and state == "new":
             rec["status"] = "not started"
             say(f"{cell.name}: never started; --finalize starts nothing new")
