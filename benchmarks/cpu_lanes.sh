@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Work through a queue of benchmark cells on a small CPU machine: LANES processes at once (default 2,
+# one per core), 1 torch thread each, every lane walking the queue from the top.
+#   bash benchmarks/cpu_lanes.sh benchmarks/queues/online_retail.txt            # start (or restart) the lanes
+#   LANES=1 bash benchmarks/cpu_lanes.sh QUEUE                                    # one lane
+# QUEUE: one cell per line, fields separated by '|':  SPEC.yaml | MODEL LABEL | SEED | RUNS_DIR | ARCHIVE_DIR
+# ('#' starts a comment). Each line is one `unisrec benchmark run SPEC --runs RUNS --archive ARCHIVE
+# --models LABEL --seeds SEED --threads 1`, so the harness decides what happens to it: a finished
+# cell (here or in the archive) is skipped in seconds, an interrupted one resumes (from its last
+# mid-epoch checkpoint: at most 10 minutes lost), a cell that another lane trains is left to it
+# (its lock), so the lanes share the queue without coordinating: restart this after a machine or a
+# sitting ended and the campaign goes on where it was, in queue order.
+# Two 2-thread jobs on 2 cores slow each other several-fold; two 1-thread lanes do not.
+# Logs: RUNS_DIR/../lanes/laneN.log (what each lane did) and the cells' own logs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+queue=${1:?usage: bash benchmarks/cpu_lanes.sh QUEUE_FILE}
+[ -f "$queue" ] || { echo "no queue file $queue" >&2; exit 2; }
+lanes=${LANES:-2}
+UNISREC="${UNISREC:-unisrec}"
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+logdir=${LANE_LOGS:-runs/lanes}
+mkdir -p "$logdir"
+
+trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; printf '%s' "${s%"${s##*[![:space:]]}"}"; }
+
+lane() {
+  local n=$1 log="$logdir/lane$1.log" line spec label seed runs archive
+  while IFS= read -r line || [ -n "$line" ]; do
+    line=${line%%#*}
+    [ -n "$(trim "$line")" ] || continue
+    IFS='|' read -r spec label seed runs archive <<< "$line"
+    spec=$(trim "$spec"); label=$(trim "$label"); seed=$(trim "$seed"); runs=$(trim "$runs"); archive=$(trim "$archive")
+    echo "$(date '+%F %T') lane $n: $label seed $seed ($spec)" >> "$log"
+    "$UNISREC" benchmark run "$spec" --runs "$runs" ${archive:+--archive "$archive"} --models "$label" --seeds "$seed" \
+      --threads 1 >> "$log" 2>&1 || echo "$(date '+%F %T') lane $n: exit $? for $label seed $seed" >> "$log"
+  done < "$queue"
+  echo "$(date '+%F %T') lane $n: end of the queue" >> "$log"
+}
+
+for n in $(seq 1 "$lanes"); do
+  lane "$n" &
+  sleep 20  # let the first lane's cell take its lock before the next lane reads the same line
+done
+wait
