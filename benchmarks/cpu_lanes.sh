@@ -3,8 +3,8 @@
 # one per core), 1 torch thread each, every lane walking the queue from the top.
 #   bash benchmarks/cpu_lanes.sh benchmarks/queues/online_retail.txt            # start (or restart) the lanes
 #   LANES=1 bash benchmarks/cpu_lanes.sh QUEUE                                    # one lane
-# QUEUE: one cell per line, fields separated by '|':  SPEC.yaml | MODEL LABEL | SEED | RUNS_DIR | ARCHIVE_DIR
-# ('#' starts a comment). Each line is one `unisrec benchmark run SPEC --runs RUNS --archive ARCHIVE
+# QUEUE: one cell per line, fields separated by '|':  GRID.yaml | MODEL LABEL | SEED | RUNS_DIR | ARCHIVE_DIR
+# ('#' starts a comment). Each line is one `unisrec benchmark run GRID.yaml --runs RUNS --archive ARCHIVE
 # --models LABEL --seeds SEED --threads 1`, so the harness decides what happens to it: a finished
 # cell (here or in the archive) is skipped in seconds, an interrupted one resumes (from its last
 # mid-epoch checkpoint: at most 10 minutes lost), a cell that another lane trains is left to it
