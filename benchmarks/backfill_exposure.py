@@ -26,11 +26,10 @@ EXPOSURE = "test_exposure.npy"
 def backfill_cell(run_cell: Path, archive_cell: Path, dataset_dir: str, batch_size: int) -> str:
     """Re-score one cell; returns what happened, one line."""
     from unisrec.evaluation.cli import load_for_evaluation
-    from unisrec.evaluation.metrics import EXPOSURE_K, ranks_and_exposure
+    from unisrec.evaluation.longtail import split_ranks
 
     model, ds, dev = load_for_evaluation(str(run_cell), dataset_dir, "cpu")
-    hist, lens, targets = ds.examples("test", int(model.max_seq_length))
-    ranks, exposure = ranks_and_exposure(model, hist, lens, targets, EXPOSURE_K, batch_size, dev)
+    ranks, _, exposure = split_ranks(model, ds, "test", batch_size, dev)
     archived = np.load(archive_cell / "test_ranks.npy")
     if archived.shape != ranks.shape or not np.array_equal(archived, ranks):
         differ = int((archived != ranks).sum()) if archived.shape == ranks.shape else len(ranks)

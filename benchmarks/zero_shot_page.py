@@ -47,16 +47,11 @@ def checkpoint_ranks(ckpt: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
     """Test ranks of ``dataset``'s users under checkpoint ``ckpt`` (zero-shot, by item text) and, from
     the same scoring pass, its exposure: how many test users get each item in their top 10."""
     from unisrec.evaluation.cli import load_for_evaluation
-    from unisrec.evaluation.metrics import ranks_and_exposure
+    from unisrec.evaluation.longtail import split_ranks
 
     model, ds, dev = load_for_evaluation(ckpt, dataset, "cpu")
-    hist, lens, targets = ds.examples("test", int(model.max_seq_length))
-    return ranks_and_exposure(model, hist, lens, targets, batch_size=1024, device=dev)
-
-
-def mean_popularity(exposure: np.ndarray, counts: np.ndarray) -> float:
-    """The mean training-part popularity of a recommended item over all top-10 slots (ARP)."""
-    return float((exposure * counts).sum() / exposure.sum())
+    ranks, _, exposure = split_ranks(model, ds, "test", 1024, dev)
+    return ranks, exposure
 
 
 def archive_label(model_dir: Path) -> str:
@@ -98,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from unisrec.benchmark.significance import compare, per_user_metric
     from unisrec.data.dataset import Dataset
+    from unisrec.evaluation.longtail import mean_recommended_popularity
     from unisrec.evaluation.metrics import metrics_from_ranks
     from unisrec.models.popularity import popularity_counts, popularity_exposure, popularity_ranks
 
@@ -114,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         counts = popularity_counts(ds)
         scored = {label: checkpoint_ranks(d, ds_dir) for label, d in ckpts}
         ranks = {label: r for label, (r, _) in scored.items()}
-        top10_pop = {label: mean_popularity(e, counts) for label, (_, e) in scored.items()}
+        top10_pop = {label: mean_recommended_popularity(e, counts) for label, (_, e) in scored.items()}
         ranks["popularity"] = popularity_ranks(ds, "test")
-        top10_pop["popularity"] = mean_popularity(popularity_exposure(ds, "test"), counts)
+        top10_pop["popularity"] = mean_recommended_popularity(popularity_exposure(ds, "test"), counts)
         per_user = {label: {k: per_user_metric(r, k) for k in METRICS} for label, r in ranks.items()}
         rows = {label: metrics_from_ranks(r) for label, r in ranks.items()}
         seeds = {}
@@ -131,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             rows[label] = {k: float(per_user[label][k].mean()) for k in METRICS}
             exposures = [np.load(f.with_name("test_exposure.npy")) for f in seed_ranks if f.with_name("test_exposure.npy").is_file()]
             if exposures:  # cells trained before exposure was saved have none (docs/analyses.md)
-                top10_pop[label] = float(np.mean([mean_popularity(e, counts) for e in exposures]))
+                top10_pop[label] = float(np.mean([mean_recommended_popularity(e, counts) for e in exposures]))
         first = ckpts[0][0]
         tests = [{**compare(first, per_user[first][k], other, per_user[other][k]), "metric": k}
                  for other in per_user if other != first for k in ("recall@10", "ndcg@10")]

@@ -272,7 +272,7 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
 
     from unisrec.data.dataset import Dataset, write_json
     from unisrec.data.output import writer_lock
-    from unisrec.evaluation.metrics import EXPOSURE_K, metrics_from_ranks, model_ranks, ranks_and_exposure
+    from unisrec.evaluation.metrics import EXPOSURE_K, metrics_from_ranks, model_ranks
     from unisrec.models.popularity import popularity_exposure, popularity_ranks
 
     output = Path(output)
@@ -291,9 +291,10 @@ def evaluate_cell(model: ModelEntry, dataset_dir: str | os.PathLike, output: str
 
             net, ds, dev = load_for_evaluation(str(model.pretrained), str(dataset_dir), str(model.options.get("device", "auto")))
             batch = int(model.options.get("eval_batch_size", 1024))
-            hist, lens, targets = ds.examples("test", int(net.max_seq_length))
+            from unisrec.evaluation.longtail import split_ranks
+
             ranks = {"valid": model_ranks(net, ds, "valid", batch, dev)}
-            ranks["test"], exposure = ranks_and_exposure(net, hist, lens, targets, EXPOSURE_K, batch, dev)
+            ranks["test"], _, exposure = split_ranks(net, ds, "test", batch, dev)
             source = read_model_config(str(model.pretrained))
             what = {"model_type": "zero-shot", "from": display_path(Path(str(model.pretrained))),
                     "from_model_type": source.get("model_type"), "model": source.get("model")}

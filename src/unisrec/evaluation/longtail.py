@@ -100,6 +100,16 @@ def relative_improvement(ours: float, base: float) -> float | None:
     return None if base == 0 else ours / base - 1.0
 
 
+def mean_recommended_popularity(exposure: np.ndarray, counts: np.ndarray) -> float:
+    """ARP: the mean training popularity (``counts``) of a recommended item over all top-k slots
+    (``exposure``: slots per item, as ``metrics.ranks_and_exposure`` counts them)."""
+    exposure = np.asarray(exposure)
+    slots = exposure.sum()
+    if slots == 0:
+        raise ValueError("no recommendation slots (empty exposure)")
+    return float((exposure * np.asarray(counts)).sum() / slots)
+
+
 def exposure_report(exposure: np.ndarray, counts: np.ndarray, edges: Sequence[int]) -> dict[str, Any]:
     """What a model recommends, by item popularity: ``exposure`` (n + 1,) = how many users have each
     item in their top-k list (``metrics.ranks_and_exposure``), ``counts`` = training popularity,
@@ -113,12 +123,11 @@ def exposure_report(exposure: np.ndarray, counts: np.ndarray, edges: Sequence[in
     pop = np.asarray(counts)[1:]
     if exposure.shape != pop.shape:
         raise ValueError(f"exposure of {exposure.size} items for a catalogue of {pop.size}")
+    arp = mean_recommended_popularity(exposure, pop)
     slots = int(exposure.sum())
-    if slots == 0:
-        raise ValueError("no recommendation slots (empty exposure)")
     group = assign_groups(pop, edges)
     n_groups = len(edges) + 1
-    return {"slots": slots, "arp": float((exposure * pop).sum() / slots), "coverage": float((exposure > 0).mean()),
+    return {"slots": slots, "arp": arp, "coverage": float((exposure > 0).mean()),
             "slot_share": (np.bincount(group, weights=exposure, minlength=n_groups) / slots).tolist(),
             "catalogue_items": np.bincount(group, minlength=n_groups).astype(int).tolist()}
 
