@@ -25,7 +25,7 @@ mkdir -p "$logdir"
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; printf '%s' "${s%"${s##*[![:space:]]}"}"; }
 
 lane() {
-  local n=$1 log="$logdir/lane$1.log" line spec label seed runs archive
+  local n=$1 log="$logdir/lane$1.log" line spec label seed runs archive rc
   while IFS= read -r line || [ -n "$line" ]; do
     line=${line%%#*}
     [ -n "$(trim "$line")" ] || continue
@@ -33,7 +33,7 @@ lane() {
     spec=$(trim "$spec"); label=$(trim "$label"); seed=$(trim "$seed"); runs=$(trim "$runs"); archive=$(trim "$archive")
     echo "$(date '+%F %T') lane $n: $label seed $seed ($spec)" >> "$log"
     "$UNISREC" benchmark run "$spec" --runs "$runs" ${archive:+--archive "$archive"} --models "$label" --seeds "$seed" \
-      --threads 1 >> "$log" 2>&1 || echo "$(date '+%F %T') lane $n: exit $? for $label seed $seed" >> "$log"
+      --threads 1 >> "$log" 2>&1 || { rc=$?; echo "$(date '+%F %T') lane $n: exit $rc for $label seed $seed" >> "$log"; }
   done < "$queue"
   echo "$(date '+%F %T') lane $n: end of the queue" >> "$log"
 }
