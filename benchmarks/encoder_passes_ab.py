@@ -4,10 +4,14 @@
         --device cuda --steps 20 --out results/online_retail/encoder_passes_cuda
     python benchmarks/encoder_passes_ab.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
         --compare dropout --device cpu --steps 15 --out results/speed/dropout_masks
+    python benchmarks/encoder_passes_ab.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
+        --compare attention --device cpu --models SASRec,BERT4Rec,S3-Rec --steps 6 --out results/speed/attention_online_retail
 
 `--compare encoder-passes` (default): length buckets vs one padded pass (models.encoder.encoder_passes).
 `--compare dropout`: torch's dropout vs models.dropout's cheaper CPU masks (different draws, same
 distribution: the two ways' losses differ by dropout noise only).
+`--compare attention`: torch's scaled_dot_product_attention everywhere vs models.encoder.attention's
+written-out CPU training path (the same function; different dropout draws).
 
 Each model is built as its benchmark cell builds it (benchmarks/baseline_epoch_speed.py) and steps through
 the same real batches of epoch 0 -- forward, backward, Adam, under the cell's precision -- the two ways taking
@@ -37,10 +41,26 @@ def set_dropout(task, ours: bool) -> None:
     module.dropout = ours_fn if ours else (lambda x, p, training=True: F.dropout(x, p, training))
 
 
+def set_attention(task, ours: bool) -> None:
+    """Point models.encoder's layers at its attention() or at the fused call alone (looked up per call)."""
+    import torch.nn.functional as F
+
+    from unisrec.models import encoder as module
+
+    ours_fn = module.__dict__.setdefault("ours_attention", module.attention)
+
+    def fused(q, k, v, mask, dropout_p=0.0):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+    module.attention = ours_fn if ours else fused
+
+
 # --compare: (way A, way B, how to switch a task to B (True) or A (False), what the page compares)
 WAYS = {
     "encoder-passes": ("buckets", "one pass", set_encoder_passes, "Encoder passes per training step: length buckets vs one padded pass"),
     "dropout": ("torch dropout", "our masks", set_dropout, "Dropout masks per training step: torch's dropout vs models.dropout's CPU masks"),
+    "attention": ("fused call", "written out", set_attention,
+                  "Attention per training step: scaled_dot_product_attention vs models.encoder.attention's CPU training path"),
 }
 
 
@@ -53,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps per way and model (after one warm-up each)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--compare", choices=sorted(WAYS), default="encoder-passes")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall seconds (device synchronised) or this process's CPU seconds (a CPU shared with other jobs)")
     p.add_argument("--out")
     args = p.parse_args(argv)
 
@@ -67,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     tasks = build_tasks(args.spec, args.dataset, 2020, args.threads, args.models.split(","), device=args.device)
     rows = {}
     for label, (task, module, batching, precision) in tasks.items():
@@ -77,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             for way, to_b in ((a, False), (b_way, True)):
                 switch(task, to_b)
                 sync()
-                t = time.perf_counter()
+                t = clock()
                 with step_precision(device, precision):
                     loss, _, _ = task.step_loss(batches[r % len(batches)])
                 opt.zero_grad(set_to_none=True)
@@ -85,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 opt.step()
                 sync()
                 if r:
-                    wall[way].append(time.perf_counter() - t)
+                    wall[way].append(clock() - t)
         switch(task, True)
         n = len(batches)
         ka, kb = (k.replace(" ", "_") for k in (a, b_way))
@@ -95,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: {n} steps/epoch, step {ta * 1e3:.1f} ms {a} vs {tb * 1e3:.1f} ms {b_way} ({ta / tb:.2f}x)", flush=True)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     result = {"spec": args.spec, "dataset": args.dataset, "device": name, "threads": args.threads, "compare": args.compare,
-              "timed_steps": args.steps, "torch": torch.__version__, "rows": rows}
+              "timed_steps": args.steps, "clock": args.clock, "torch": torch.__version__, "rows": rows}
     compare = "" if args.compare == "encoder-passes" else f" --compare {args.compare}"
+    if args.models != p.get_default("models"):
+        compare += f" --models {args.models}"
+    if args.clock != "wall":
+        compare += f" --clock {args.clock}"
     md = [f"# {what}, {args.dataset} on {name}", "",
           f"`python benchmarks/encoder_passes_ab.py {args.spec} {args.dataset}{compare} --device {args.device} --steps {args.steps}`: "
           f"the two ways alternate on the same batches of epoch 0; median of {args.steps} steps each (forward, backward, "
-          "Adam), x steps per epoch; validation excluded.", "",
+          "Adam), x steps per epoch; validation excluded. "
+          + ("Times are this process's CPU seconds (1 thread: what an idle core takes; other jobs shared the machine)."
+             if args.clock == "cpu" else "Times are wall seconds."), "",
           f"| model | precision | steps / epoch | ms / step, {a} | ms / step, {b_way} | epoch s, {a} | epoch s, {b_way} | speed-up |",
           "|---|---|---:|---:|---:|---:|---:|---:|"]
     for label, r in rows.items():

@@ -23,6 +23,12 @@ masks -- ``X (dropout masks)`` in the same tree, or ``X`` in the ``--twin-cells`
     python benchmarks/precision_page.py results/every_position/cells_fast_path_scientific --what dropout \
         --twin-cells results/speed/cells_dropout_masks_scientific --out results/speed/dropout_masks_scientific
 
+``--what attention`` pairs cells trained with torch's fused attention call with the same cells trained with
+models.encoder.attention's written-out CPU training path (``--twin-cells``, same labels):
+
+    python benchmarks/precision_page.py results/precision/cells --what attention \
+        --twin-cells results/speed/cells_attention_scientific --out results/speed/attention_scientific
+
 ``--what pre-training`` reads configs/benchmarks/pretrain_precision.yaml's tree instead, where the twin was
 fine-tuned (in float32) from a checkpoint *pre-trained* in bfloat16; ``--pretrain-curves F32_DIR BF16_DIR``
 adds the two pre-training runs' epoch losses and times (their ``training_log.jsonl``):
@@ -112,10 +118,16 @@ INTRO = {
                 "Each pair: the same model, options and seeds, trained to early stopping with torch's dropout (the cells "
                 "trained before the change) and with models.dropout's masks (16-bit lanes of 64-bit random words: drop "
                 "probability within 7.7e-6 of p, the same expectation, other draws; its module docstring)."),
+    "attention": ("# scaled_dot_product_attention vs models.encoder.attention's CPU training path at convergence (fast path)",
+                  "Each pair: the same model, options and seeds, trained to early stopping with torch's fused attention call "
+                  "(the cells trained before the change, with torch's dropout) and with models.encoder.attention, which "
+                  "writes attention out when training on a CPU with attention dropout (the same function: scores and "
+                  "softmax in float32, models.dropout's masks on the attention weights; other draws)."),
 }
 # --what: (the twin's label suffix, the reference's name, the twin's name)
 SIDES = {"training": (SUFFIX, "float32", "bfloat16"), "pre-training": (SUFFIX, "float32", "bfloat16"),
-         "dropout": (" (dropout masks)", "torch dropout", "our masks")}
+         "dropout": (" (dropout masks)", "torch dropout", "our masks"),
+         "attention": (" (written-out attention)", "fused call", "written out")}
 
 
 def curve_lines(dirs: list[str]) -> list[str]:
@@ -177,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--twin-cells", help="a second run tree holding the twins under the same labels (instead of X + suffix)")
     p.add_argument("--margin", type=float, default=3.0, help="equivalence margin in %% of float32's mean")
     p.add_argument("--what", choices=sorted(INTRO), default="training",
-                   help="the pairs: training / pre-training in bfloat16 (twin X (bfloat16)), or dropout masks (twin X (dropout masks))")
+                   help="the pairs: training / pre-training in bfloat16 (twin X (bfloat16)), dropout masks (twin X (dropout "
+                        "masks)) or attention (twin X (written-out attention)); with --twin-cells the twin is X in that tree")
     p.add_argument("--pretrain-curves", nargs=2, metavar=("F32_DIR", "BF16_DIR"), help="pre-training run folders to compare")
     p.add_argument("--out", default=str(benchlib.RESULTS / "precision" / "precision"))
     args = p.parse_args(argv)

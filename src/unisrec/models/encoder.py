@@ -1,8 +1,9 @@
 """Sequence encoder, Eq. (6)-(7): learned positions, LayerNorm, dropout, causal Transformer layers.
 
 The layer is the SASRec layer of RecBole that the authors' release uses (post-LayerNorm, GELU
-feed-forward with no dropout between its two linear maps, LayerNorm eps 1e-12), written with
-``scaled_dot_product_attention`` so a fused kernel is used where the platform has one.
+feed-forward with no dropout between its two linear maps, LayerNorm eps 1e-12). Attention is
+:func:`attention`: ``scaled_dot_product_attention`` where the platform has a fused kernel, written out
+where it has none (CPU training with attention dropout).
 Histories are left-aligned: position 0 is the oldest item, padding (index 0) comes after the last
 real item, and the sequence representation is the output at the last real position.
 """
@@ -17,7 +18,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisrec.models.dropout import Dropout
+from unisrec.models.dropout import Dropout, dropout
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Scaled dot-product attention (Vaswani et al. 2017, Eq. 1; SASRec Eq. 2):
+    ``dropout(softmax(q k^T / sqrt(d_h) with masked keys at -inf)) v``.
+
+    ``q`` (B, H, Lq, d_h), ``k`` / ``v`` (B, H, L, d_h), ``mask`` bool broadcastable to (B, H, Lq, L),
+    True = may attend (every query row keeps at least one key). With attention dropout on a CPU,
+    torch's ``scaled_dot_product_attention`` has no fused kernel: its math fallback copies bfloat16
+    inputs to float32 and draws the dropout mask with ``bernoulli_``. There it is written out instead
+    -- scores and softmax in float32, as that fallback computes them, dropout from
+    :func:`unisrec.models.dropout.dropout`'s cheap masks, the weighted sum of values in the inputs'
+    dtype -- the same function at 1.6x less CPU per attention call in bfloat16 and 1.3x in float32
+    (forward + backward; results/speed/attention_online_retail.md has the whole training steps).
+    Only the dropout draws differ. Elsewhere (GPU, evaluation, no dropout) the fused call."""
+    if dropout_p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    with torch.autocast("cpu", enabled=False):
+        scores = (q.float() * q.shape[-1] ** -0.5) @ k.float().transpose(-1, -2)
+        weights = dropout(torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1), dropout_p)
+    return weights.to(v.dtype) @ v
 
 
 class SelfAttention(nn.Module):
@@ -42,13 +64,8 @@ class SelfAttention(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, l, h, d // h).transpose(1, 2)
 
-        ctx = F.scaled_dot_product_attention(
-            heads(self.query(x)),
-            heads(self.key(x)),
-            heads(self.value(x)),
-            attn_mask=mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )
+        ctx = attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), mask,
+                        self.attn_dropout if self.training else 0.0)
         ctx = ctx.transpose(1, 2).reshape(b, l, d)
         return self.norm(self.out_dropout(self.dense(ctx)) + x)
 
@@ -211,7 +228,7 @@ def layers_at_last_position(layers: nn.ModuleList, x: torch.Tensor, lengths: tor
     v = att.value(x).view(b, l, h, d // h).transpose(1, 2)
     # the last real position attends every real position (causal + padding mask, one query row)
     key_mask = (torch.arange(l, device=x.device)[None, :] < lengths[:, None]).view(b, 1, 1, l)
-    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=att.attn_dropout if att.training else 0.0)
+    ctx = attention(q, k, v, key_mask, att.attn_dropout if att.training else 0.0)
     out = att.norm(att.out_dropout(att.dense(ctx.transpose(1, 2).reshape(b, d))) + x_last)
     return last.ffn(out)
 
