@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         opt = torch.optim.Adam([q for q in module.parameters() if q.requires_grad], lr=1e-3)
         wall: dict[str, list[float]] = {a: [], b_way: []}
         for r in range(args.steps + 1):
-            for way, to_b in ((a, False), (b_way, True)):
+            for way, to_b in ((a, False), (b_way, True))[:: 1 if r % 2 else -1]:  # ABBA: neither way always goes first
                 switch(task, to_b)
                 sync()
                 t = clock()
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         compare += f" --clock {args.clock}"
     md = [f"# {what}, {args.dataset} on {name}", "",
           f"`python benchmarks/encoder_passes_ab.py {args.spec} {args.dataset}{compare} --device {args.device} --steps {args.steps}`: "
-          f"the two ways alternate on the same batches of epoch 0; median of {args.steps} steps each (forward, backward, "
+          f"the two ways alternate (ABBA) on the same batches of epoch 0; median of {args.steps} steps each (forward, backward, "
           "Adam), x steps per epoch; validation excluded. "
           + ("Times are this process's CPU seconds (1 thread: what an idle core takes; other jobs shared the machine)."
              if args.clock == "cpu" else "Times are wall seconds."), "",

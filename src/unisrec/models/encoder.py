@@ -27,19 +27,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
     ``q`` (B, H, Lq, d_h), ``k`` / ``v`` (B, H, L, d_h), ``mask`` bool broadcastable to (B, H, Lq, L),
     True = may attend (every query row keeps at least one key). With attention dropout on a CPU,
-    torch's ``scaled_dot_product_attention`` has no fused kernel: its math fallback copies bfloat16
-    inputs to float32 and draws the dropout mask with ``bernoulli_``. There it is written out instead
-    -- scores and softmax in float32, as that fallback computes them, dropout from
-    :func:`unisrec.models.dropout.dropout`'s cheap masks, the weighted sum of values in the inputs'
-    dtype -- the same function at 1.6x less CPU per attention call in bfloat16 and 1.3x in float32
-    (forward + backward; results/speed/attention_online_retail.md has the whole training steps).
-    Only the dropout draws differ. Elsewhere (GPU, evaluation, no dropout) the fused call."""
+    torch's ``scaled_dot_product_attention`` has no fused kernel and falls back to its math path,
+    which computes in float32 and draws the dropout mask with ``bernoulli_``. There it is written out
+    instead: the same float32 arithmetic, the output cast back to the inputs' dtype, and
+    :func:`unisrec.models.dropout.dropout`'s cheaper masks (other draws). Training steps with large
+    attention products (BERT4Rec, S3-Rec's pre-training) take 5-7% less CPU, the others the same
+    (results/speed/attention_online_retail.md). Not in bfloat16: oneDNN compiles a bfloat16 kernel per
+    matrix shape, and attention shapes change with every batch. Elsewhere (GPU, evaluation, no
+    dropout) the fused call."""
     if dropout_p == 0.0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     with torch.autocast("cpu", enabled=False):
         scores = (q.float() * q.shape[-1] ** -0.5) @ k.float().transpose(-1, -2)
         weights = dropout(torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1), dropout_p)
-    return weights.to(v.dtype) @ v
+        return (weights @ v.float()).to(v.dtype)
 
 
 class SelfAttention(nn.Module):
