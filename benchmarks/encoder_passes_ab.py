@@ -5,7 +5,7 @@
     python benchmarks/encoder_passes_ab.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
         --compare dropout --device cpu --steps 15 --out results/speed/dropout_masks
     python benchmarks/encoder_passes_ab.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
-        --compare attention --device cpu --models SASRec,BERT4Rec,S3-Rec --steps 6 --out results/speed/attention_online_retail
+        --compare attention --device cpu --clock cpu --models SASRec,BERT4Rec,S3-Rec --steps 10 --out results/speed/attention_online_retail
 
 `--compare encoder-passes` (default): length buckets vs one padded pass (models.encoder.encoder_passes).
 `--compare dropout`: torch's dropout vs models.dropout's cheaper CPU masks (different draws, same

@@ -121,8 +121,8 @@ INTRO = {
     "attention": ("# scaled_dot_product_attention vs models.encoder.attention's CPU training path at convergence (fast path)",
                   "Each pair: the same model, options and seeds, trained to early stopping with torch's fused attention call "
                   "(the cells trained before the change, with torch's dropout) and with models.encoder.attention, which "
-                  "writes attention out when training on a CPU with attention dropout (the same function: scores and "
-                  "softmax in float32, models.dropout's masks on the attention weights; other draws)."),
+                  "writes attention out when training on a CPU with attention dropout (the same function: the fused call's "
+                  "CPU fallback arithmetic in float32, models.dropout's masks on the attention weights; other draws)."),
 }
 # --what: (the twin's label suffix, the reference's name, the twin's name)
 SIDES = {"training": (SUFFIX, "float32", "bfloat16"), "pre-training": (SUFFIX, "float32", "bfloat16"),
