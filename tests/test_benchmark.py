@@ -814,6 +814,19 @@ def test_archive_with_spec_writes_the_summary_a_running_campaign_has_not_written
     archive_runs(copy, tmp_path / "archive", spec)
     summary = json.loads((tmp_path / "archive" / "benchmark.json").read_text())
     assert set(summary["spec"]["models"]) == {"SASRec", "UniSRec_t", "Later"} and summary["finished"] == 4
+    # the archive's summary describes the archive: what one `benchmark run` said of a cell (running,
+    # not selected...) is not copied, so the committed file does not change with every sitting
+    runs_summary = json.loads((copy / "benchmark.json").read_text())
+    for c in runs_summary["cells"]:
+        c.update(status="not selected", message="being trained by another process (pid 1)", estimated_seconds=9)
+    (copy / "benchmark.json").write_text(json.dumps(runs_summary))
+    archive_runs(copy, tmp_path / "archive")
+    again = json.loads((tmp_path / "archive" / "benchmark.json").read_text())
+    assert again == summary
+    assert sorted((c["model"], c["status"]) for c in again["cells"]) == [("Later", "not archived")] * 2 + sorted(
+        [(m, "finished") for m in ("SASRec", "UniSRec_t") for _ in range(2)])
+    assert all("message" not in c and "estimated_seconds" not in c for c in again["cells"])
+    assert all((c.get("test") is not None) == (c["status"] == "finished") for c in again["cells"])
     assert build_report(tmp_path / "archive")["datasets"]["toy"]["models"]["UniSRec_t"]["role"] == "ours"
 
 

@@ -117,6 +117,26 @@ def _copy_jsonl(src: Path, dst: Path, runs: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _describe_archive(out: Path) -> None:
+    """Rewrite ``out``'s copy of the summary to describe the archive, not the last `benchmark run`:
+    each cell ``finished`` (with its results) where the archive holds it, else ``not archived``.
+    The run tree's statuses (``running``, ``queued``, ``not selected``...) say what one invocation
+    did; copied as they are, they changed the committed file with every sitting and called cells
+    "not selected" that the archive holds finished. ``stale`` is kept: the report marks it."""
+    from unisrec.benchmark.runner import cell_results
+    from unisrec.data.dataset import write_json
+
+    summary = json.loads((out / SUMMARY_NAME).read_text(encoding="utf-8"))
+    kept = ("dataset", "model", "seed", "dir", "command", "status", "message")
+    for i, cell in enumerate(summary.get("cells", [])):
+        results = cell_results(out / cell["dir"])  # the archived files, already portable
+        if cell.get("status") != "stale":
+            cell = {**cell, "status": "finished" if results else "not archived", "message": None}
+        summary["cells"][i] = {**{k: cell[k] for k in kept if cell.get(k) is not None}, **results}
+    summary["finished"] = sum(1 for c in summary.get("cells", []) if c.get("test") is not None)
+    write_json(out / SUMMARY_NAME, summary)
+
+
 def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = None, checkpoints: bool = False) -> dict[str, list[str]]:
     """Copy every finished cell's small files from ``runs`` into ``out`` (same layout); with
     ``checkpoints`` also each finished cell's ``model.safetensors``.
@@ -167,6 +187,7 @@ def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = No
     if (runs / SUMMARY_NAME).is_file():
         out.mkdir(parents=True, exist_ok=True)
         _copy_json(runs / SUMMARY_NAME, out / SUMMARY_NAME, runs)
+        _describe_archive(out)
     if not done and not unfinished:
         raise UserError(f"{runs} holds no benchmark cells (expected DATASET/MODEL/seedN/ folders)")
     return {"archived": done, "unfinished": unfinished}

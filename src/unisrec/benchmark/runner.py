@@ -525,18 +525,20 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
 
 def summarise(spec: BenchmarkSpec, grid: list[Cell], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The spec, and every cell with its status and (when finished) its test/valid metrics."""
-    out = []
-    for cell in grid:
-        rec = records[cell.name]
-        f = cell.dir / METRICS_NAME
-        if f.is_file():
-            m = json.loads(f.read_text())
-            rec = {**rec, **{k: m.get(k) for k in ("test", "valid", "best_epoch", "epochs_run", "stop_reason", "wall_seconds")}}
-        elif (cell.dir / DONE_NAME).is_file():  # a pre-training cell: how it ended
-            rec = {**rec, "pretraining": json.loads((cell.dir / DONE_NAME).read_text())}
-        out.append(rec)
+    out = [{**records[cell.name], **cell_results(cell.dir)} for cell in grid]
     finished = sum(1 for r in out if r.get("test") is not None)
     return {"spec": spec.to_dict(), "finished": finished, "cells": out}
+
+
+def cell_results(folder: Path) -> dict[str, Any]:
+    """What a summary shows of a cell's outcome: its test/valid metrics, or how a pre-training
+    cell ended; {} while it has neither."""
+    if (folder / METRICS_NAME).is_file():
+        m = json.loads((folder / METRICS_NAME).read_text())
+        return {k: m.get(k) for k in ("test", "valid", "best_epoch", "epochs_run", "stop_reason", "wall_seconds")}
+    if (folder / DONE_NAME).is_file():
+        return {"pretraining": json.loads((folder / DONE_NAME).read_text())}
+    return {}
 
 
 def stop_with_parent(parent: int, every: float = 1.0) -> None:
