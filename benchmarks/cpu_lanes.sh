@@ -7,11 +7,13 @@
 # ('#' starts a comment). Each line is one `unisrec benchmark run GRID.yaml --runs RUNS --archive ARCHIVE
 # --models LABEL --seeds SEED --threads 1`, so the harness decides what happens to it: a finished
 # cell (here or in the archive) is skipped in seconds, an interrupted one resumes (from its last
-# mid-epoch checkpoint: at most 10 minutes lost), a cell that another lane trains is left to it
+# mid-epoch checkpoint: at most 10 minutes lost; nothing when stopped with SIGTERM, see below), a cell that another lane trains is left to it
 # (its lock), so the lanes share the queue without coordinating: restart this after a machine or a
 # sitting ended and the campaign goes on where it was, in queue order.
 # Two 2-thread jobs on 2 cores slow each other several-fold; two 1-thread lanes do not.
 # Logs: RUNS_DIR/../lanes/laneN.log (what each lane did) and the cells' own logs.
+# To end a sitting without losing a step: start with `setsid` and stop with `kill -TERM -- -PGID`
+# (the lanes and their runs end; each cell's worker finishes its step and writes its resume state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 queue=${1:?usage: bash benchmarks/cpu_lanes.sh QUEUE_FILE}

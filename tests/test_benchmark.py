@@ -224,6 +224,39 @@ def test_a_cell_never_trains_in_two_processes_and_its_worker_stops_with_its_run(
     assert json.loads((cell / "metrics.json").read_text())["epochs_run"] == epochs[-1]
 
 
+def test_a_sigterm_to_a_cells_worker_stops_it_at_a_step_with_its_resume_state_and_the_next_run_resumes(toy, tmp_path):
+    """What ending a sitting does (`kill -TERM` to the lanes' process group, or a batch system's
+    pre-emption): the worker finishes its step, writes the resume state and exits 143; the cell is
+    "stopped", and the next `benchmark run` continues it with every epoch trained once."""
+    import yaml
+
+    spec = {"name": "toy_stop", "datasets": {"toy": str(toy)}, "seeds": [1],
+            "options": {**TINY, "epochs": 100000, "patience": 100000}, "models": {"SASRec": {"model": "sasrec"}}}
+    path, runs = tmp_path / "grid.yaml", tmp_path / "runs"
+    path.write_text(yaml.safe_dump(spec))
+    cell = runs / "toy" / "SASRec" / "seed1"
+    run = subprocess.Popen([sys.executable, "-m", "unisrec", "benchmark", "run", str(path), "--runs", str(runs), "--threads", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait(lambda: (cell / "training_log.jsonl").is_file() and (cell / "training_log.jsonl").read_text().count("\n") >= 2,
+              120, "two epochs")
+        os.kill(int(lock_holder(cell)), signal.SIGTERM)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 0, out  # a stopped cell is not a failed one
+    summary = json.loads((runs / "benchmark.json").read_text())
+    assert summary["cells"][0]["status"] == "stopped" and "resume state written" in summary["cells"][0]["message"]
+    log = (cell.parent / "seed1.log").read_text()
+    assert "stopped by SIGTERM" in log and "Traceback" not in log
+    assert runner.cell_state(cell) == "interrupted" and lock_holder(cell) is None
+    summary = runner.run_benchmark(load_spec(path), runs, threads=1, isolate=False, finalize=True, say=lambda s: None)
+    assert summary["cells"][0]["status"] == "resumed"
+    epochs = [r["epoch"] for r in map(json.loads, (cell / "training_log.jsonl").read_text().splitlines())]
+    assert sorted(set(epochs)) == list(range(1, epochs[-1] + 1))  # nothing skipped; a stopped epoch's two parts logged
+
+
 def test_a_worker_whose_run_is_already_gone_does_not_train():
     with pytest.raises(SystemExit, match="has ended"):
         runner.stop_with_parent(os.getppid() + 1 if os.getppid() != 1 else 2)

@@ -78,3 +78,51 @@ def test_two_process_gloo_equals_single_process(domains, tmp_path):
     log = (out / "training_log.jsonl").read_text().splitlines()
     assert '"world_size": 2' in log[-1]
     assert moved < 2e-5  # the saved checkpoint is the trained model
+
+
+SIGNALLED_WORKER = textwrap.dedent(
+    """
+    import json, os, signal, sys, torch
+    from unisrec.errors import Stopped
+    from unisrec.models.checkpoint import config_from_dict
+    from unisrec.models.unisrec import UniSRecConfig
+    from unisrec.training import pretrain as pre
+
+    out, *dirs = sys.argv[1:]
+    torch.set_num_threads(1)
+    rank, calls = int(os.environ["RANK"]), [0]
+    original = pre.PretrainTask.step_loss
+
+    def step_loss(self, batch):  # only rank 1 is signalled, during its third step
+        calls[0] += 1
+        if rank == 1 and calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch)
+
+    pre.PretrainTask.step_loss = step_loss
+    cfg = pre.PretrainConfig(epochs=50, batch_size=64, lr=3e-3, device="cpu", save_every=0)
+    try:
+        pre.pretrain(dirs, out, cfg, config_from_dict(UniSRecConfig, NO_NOISE), show_progress=False)
+    except Stopped as exc:
+        json.dump({"steps": calls[0], "exit_code": exc.exit_code}, open(f"{out}/stopped{rank}.json", "w"))
+    """
+)
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_one_resume_state(domains, tmp_path):
+    """Otherwise the signalled rank would leave the others waiting in their next all-reduce."""
+    import json
+
+    from unisrec.training.state import read_run_state
+
+    script = tmp_path / "worker.py"
+    script.write_text(SIGNALLED_WORKER.replace("NO_NOISE", repr(NO_NOISE)))
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(out), *map(str, domains)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stopped = [json.loads((out / f"stopped{r}.json").read_text()) for r in (0, 1)]
+    assert stopped[0] == stopped[1] == {"steps": 3, "exit_code": 143}  # rank 0 was told by the all-reduce
+    assert read_run_state(out).global_step == 3 and not (out / "done.json").exists()

@@ -198,6 +198,89 @@ def test_grouped_step_equals_padded_release_step(toy):
     torch.testing.assert_close(ours, release, rtol=1e-5, atol=1e-6)
 
 
+def test_a_sigterm_mid_epoch_finishes_the_step_writes_the_resume_state_and_the_resumed_run_is_exact(toy, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from unisrec.errors import Stopped
+    from unisrec.training.state import read_run_state
+    from unisrec.training.supervised import SupervisedTask
+
+    full = train_sasrec(toy, tmp_path / "full", cfg(epochs=2))
+    steps_per_epoch = read_run_state(tmp_path / "full").global_step // 2
+    original, calls = SupervisedTask.step_loss, {"n": 0}
+
+    def signalled_in_epoch_2(self, batch):
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch + 3:  # during the third step of epoch 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch)
+
+    monkeypatch.setattr(SupervisedTask, "step_loss", signalled_in_epoch_2)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped, match="--resume") as stopped:  # no mid-epoch checkpoints: the signal writes one
+        train_sasrec(toy, tmp_path / "m", cfg(epochs=2, checkpoint_minutes=0.0))
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the caller's again
+    assert calls["n"] == steps_per_epoch + 3  # the step in progress finished; no further step started
+    state = read_run_state(tmp_path / "m")
+    assert (state.epoch, state.step_in_epoch, state.global_step) == (1, 3, steps_per_epoch + 3)
+    assert not (tmp_path / "m" / "metrics.json").exists()  # stopped, not finished: nothing tested
+    monkeypatch.setattr(SupervisedTask, "step_loss", original)
+    resumed = train_sasrec(toy, tmp_path / "m", cfg(epochs=2, checkpoint_minutes=0.0), resume=True)
+    assert read_run_state(tmp_path / "m").global_step == 2 * steps_per_epoch
+    assert resumed["test"] == pytest.approx(full["test"], rel=1e-6)  # the same run as the uninterrupted one
+
+
+def test_stop_on_signal_records_the_first_signal_ignores_a_later_sigterm_and_a_second_ctrl_c_stops_at_once():
+    import os
+    import signal
+
+    from unisrec.training.loop import StopOnSignal
+
+    with StopOnSignal() as stop:
+        assert stop.signum is None
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signum == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. a benchmark worker's own, when its parent ended: already stopping
+        assert stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_cli_stopped_by_sigterm_exits_143_with_its_resume_state_and_resume_finishes(toy, tmp_path):
+    """The real thing: a `unisrec train` process, a real SIGTERM, the shell's exit code, --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from unisrec.training.state import read_run_state
+
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "unisrec.cli", "train", "sasrec", str(toy), "--output", str(out), "--epochs", "500",
+           "--batch-size", "16", "--hidden-size", "16", "--inner-size", "16", "--threads", "1", "--progress", "false",
+           "--seed", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (out / "resume" / "CURRENT").exists():  # after its first epoch
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped at" in err and "--resume" in err and "Traceback" not in err
+    state = read_run_state(out)
+    assert state.global_step >= 1 and not (out / "metrics.json").exists()
+    done = subprocess.run(cmd[:cmd.index("--epochs") + 1] + [str(state.epoch + 1)] + cmd[cmd.index("--epochs") + 2:] + ["--resume"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == state.epoch + 1
+
+
 def test_time_limit_never_starts_an_epoch_past_the_cap(toy, tmp_path):
     # a cap shorter than one epoch: exactly one epoch runs, then the best checkpoint is tested
     metrics = train_sasrec(toy, tmp_path / "m", cfg(epochs=50, time_limit_minutes=1e-6))

@@ -15,7 +15,7 @@ import os
 import sys
 
 from unisrec import __version__
-from unisrec.errors import UserError
+from unisrec.errors import Stopped, UserError
 
 # Ordered as the pipeline a user walks.
 COMMAND_MODULES = (
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"unisrec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:  # a signal: the run saved its resume state and stopped
+        print(f"unisrec {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"unisrec {args.command}: interrupted", file=sys.stderr)
         return 130

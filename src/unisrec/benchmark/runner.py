@@ -40,9 +40,11 @@ from typing import Any, Callable
 
 from unisrec.benchmark.spec import POPULARITY, BenchmarkSpec, DatasetEntry, ModelEntry, display_path
 from unisrec.data.output import lock_holder
-from unisrec.errors import UserError
+from unisrec.errors import Stopped, UserError
 
 SUMMARY_NAME = "benchmark.json"
+# a worker's exit after a SIGTERM / SIGINT that it handled (errors.Stopped: 128 + the signal's number)
+STOPPED_EXIT_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT)
 METRICS_NAME = "metrics.json"
 DONE_NAME = "done.json"  # a pre-training cell's end (training.state.DONE_NAME; here without importing torch)
 CELL_CHECKPOINT_MINUTES = 10.0  # every cell's mid-epoch resume checkpoint (training.loop.LoopSettings.checkpoint_minutes)
@@ -388,7 +390,8 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
     archive taken mid-campaign sees the spec. Each cell's entry has a ``status``: ``queued`` (to train
     in this call, not finished yet), ``skipped`` (finished before this call),
     ``finished`` (trained now), ``resumed`` (an interrupted cell, finished now), ``failed``,
-    ``running`` (another live process trains it),
+    ``running`` (another live process trains it), ``stopped`` (a signal stopped its worker, which wrote
+    the resume state: the next run resumes it),
     ``unavailable`` (unknown model / missing dataset), ``not selected`` (outside ``only``), ``archived``
     (``dry_run``: finished in ``archive``, would be copied back), or with
     ``dry_run`` (nothing written) or ``collect_only`` (no training; the summary written) the state
@@ -476,9 +479,12 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
 
 def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]], threads: int | None, isolate: bool,
                parallel: int, finalize: bool, say: Callable[[str], None], on_cell_done: Callable[[], Any] = lambda: None) -> None:
-    def done(cell: Cell, state: str, error: str | None) -> None:
+    def done(cell: Cell, state: str, error: str | None, stopped: bool = False) -> None:
         rec = records[cell.name]
-        if error is None and cell_state(cell.dir) == "finished":
+        if stopped:  # a signal: the worker wrote its resume state; the next run resumes it
+            rec.update(status="stopped", message=f"stopped by a signal, resume state written; see {display_path(cell.log)}")
+            say(f"{cell.name}: {rec['message']}")
+        elif error is None and cell_state(cell.dir) == "finished":
             rec["status"] = "resumed" if state == "interrupted" else "finished"
             say(f"{cell.name}: {rec['status']}")
         else:
@@ -518,7 +524,8 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
                 continue
             running.remove(item)
             log.close()
-            done(cell, state, None if proc.returncode == 0 else f"exit {proc.returncode}; see {display_path(cell.log)}")
+            done(cell, state, None if proc.returncode == 0 else f"exit {proc.returncode}; see {display_path(cell.log)}",
+                 stopped=proc.returncode in STOPPED_EXIT_CODES)
         if running:
             time.sleep(1.0)
 
@@ -571,6 +578,9 @@ def _worker(argv: list[str]) -> int:
                        None if m.get("only_on") is None else tuple(m["only_on"]))
     try:
         train_cell(model, task["dataset"], task["output"], task["seed"], task["threads"], task["finalize"])
+    except Stopped as exc:
+        print(f"unisrec benchmark: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UserError as exc:
         print(f"unisrec benchmark: error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,10 @@ caps, checkpoints (``training.state``) and the per-epoch log (``training.log``).
 * ``validate() -> metrics or None`` after each full epoch (None: no validation, no early stopping);
 * ``checkpointed(run)``: called after each checkpoint on the main process (e.g. to export weights).
 
+A SIGTERM or Ctrl-C while the loop runs (:class:`StopOnSignal`) lets the current step finish, writes
+the resume state and raises :class:`~unisrec.errors.Stopped`: a batch system's pre-emption or the end
+of a sitting loses no training, where a kill loses everything since the last checkpoint.
+
 ``LoopSettings.precision = "bfloat16"`` runs each step's forward pass (the task's ``step_loss``) under
 ``torch.autocast``: matrix products in bfloat16, losses, softmax and normalisation in float32 (autocast's
 own op lists); the weights, Adam's state, backward's accumulation into them, validation and test stay
@@ -31,7 +35,9 @@ import ctypes.util
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +45,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from unisrec.errors import UserError
+from unisrec.errors import Stopped, UserError
 from unisrec.training.config import Precision
 from unisrec.training.distributed import DistContext
 from unisrec.training.log import RunLog
@@ -123,11 +129,45 @@ def step_precision(device: torch.device, precision: str) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+class StopOnSignal:
+    """While active, the first SIGTERM or SIGINT only records itself (:attr:`signum`): the loop ends
+    after the step in progress, writes the resume state and raises :class:`~unisrec.errors.Stopped`.
+
+    A later SIGTERM is ignored (the run is already stopping: `benchmark run`'s workers send themselves
+    one when their parent ends, which a Ctrl-C of the parent does); a second Ctrl-C stops at once
+    (KeyboardInterrupt), as before. Outside the main thread, where Python cannot install handlers,
+    nothing changes. The previous handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            print(f"{signal.Signals(signum).name}: stopping after this step, once the resume state is written"
+                  + (" (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""), file=sys.stderr, flush=True)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+
 @dataclass
 class EpochResult:
     steps: int
     finished: bool  # all of the epoch's steps are done
-    stopped_by: str | None  # "max_steps" / "time_limit" when a cap ended it mid-way
+    stopped_by: str | None  # "max_steps" / "time_limit" / "signal" when a cap or a signal ended it mid-way
     seconds: float
     sums: torch.Tensor  # float64 [loss * n, extras * n ..., n]
 
@@ -138,24 +178,30 @@ def train_loop(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     cap_onednn_kernel_cache(ctx.device, settings.precision)
     t_start, first_step, best = time.perf_counter(), run.global_step, None
     reason = "max_epochs" if run.epoch >= settings.epochs or run.early_stopping.should_stop else ""
-    while not reason:
-        result = run_epoch(task, optimizer, run, settings, ctx, log, t_start, first_step,
-                           lambda r: checkpoint(task, model, optimizer, r, ctx, output, None))
-        record = epoch_record(task, run, result, ctx)
-        improved = False
-        if result.finished:
-            run.epoch, run.step_in_epoch = run.epoch + 1, 0
-            improved = validate(task, run, settings, record)
-            if improved:
-                best = cpu_state(model)
-        run.elapsed += result.seconds + record.get("eval_seconds", 0.0)
-        if result.steps:
-            record["peak_rss_mb"] = peak_rss_mb()
-            log.append(record)
-            log.say(describe(record, improved))
-        reason = stop_reason(run, settings, result, t_start)
-        if reason or improved or (settings.save_every > 0 and result.finished and run.epoch % settings.save_every == 0):
-            checkpoint(task, model, optimizer, run, ctx, output, best if improved else None)
+    with StopOnSignal() as stop:
+        while not reason:
+            result = run_epoch(task, optimizer, run, settings, ctx, log, t_start, first_step,
+                               lambda r: checkpoint(task, model, optimizer, r, ctx, output, None), stop)
+            record = epoch_record(task, run, result, ctx)
+            improved = False
+            if result.finished:
+                run.epoch, run.step_in_epoch = run.epoch + 1, 0
+                improved = validate(task, run, settings, record)
+                if improved:
+                    best = cpu_state(model)
+            run.elapsed += result.seconds + record.get("eval_seconds", 0.0)
+            if result.steps:
+                record["peak_rss_mb"] = peak_rss_mb()
+                log.append(record)
+                log.say(describe(record, improved))
+            reason = stop_reason(run, settings, result, t_start)
+            if reason or improved or (settings.save_every > 0 and result.finished and run.epoch % settings.save_every == 0):
+                checkpoint(task, model, optimizer, run, ctx, output, best if improved else None)
+    if reason == "signal":
+        where = f"epoch {run.epoch + 1}, step {run.step_in_epoch}" if run.step_in_epoch else f"the end of epoch {run.epoch}"
+        log.say(f"stopped by {signal.Signals(stop.signum).name} at {where} (step {run.global_step}); resume state written")
+        raise Stopped(f"stopped at {where}; the resume state is in {output}: run the same command with --resume "
+                      "(a benchmark cell: `unisrec benchmark run` again) to continue", stop.signum)
     if reason == "time_limit":
         log.say(f"time limit of {settings.time_limit_minutes} min reached after {run.global_step} steps")
     return reason, best
@@ -163,14 +209,15 @@ def train_loop(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settings: LoopSettings, ctx: DistContext,
               log: RunLog, t_start: float, first_step: int,
-              save_mid_epoch: Callable[[RunState], None] | None = None) -> EpochResult:
+              save_mid_epoch: Callable[[RunState], None] | None = None, stop: StopOnSignal | None = None) -> EpochResult:
     """The steps of epoch ``run.epoch + 1`` from ``run.step_in_epoch`` on, until done or capped.
 
     With ``settings.checkpoint_minutes``, ``save_mid_epoch(state)`` is called between steps once that
     long has passed since the epoch began or the last such call: ``state`` is ``run`` with the
     epoch's seconds so far added to ``elapsed``, so a run resumed from it continues at the next step
     (every task draws each step's randomness from its seed, epoch and step: the continuation is exact)
-    and counts its training time. The resumed epoch's log line covers the steps after the resume."""
+    and counts its training time. The resumed epoch's log line covers the steps after the resume.
+    ``stop``: a signal it recorded ends the epoch before the next step (``stopped_by`` "signal")."""
     epoch = run.epoch + 1
     batches = task.batches(epoch)
     total = len(batches)
@@ -179,7 +226,7 @@ def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settin
     last_save = t0
     bar = log.bar(total, run.step_in_epoch, f"epoch {epoch}")
     for batch in batches[run.step_in_epoch :]:
-        stopped_by = step_cap(run, settings, ctx, t_start, first_step)
+        stopped_by = step_cap(run, settings, ctx, t_start, first_step, stop)
         if stopped_by:
             break
         t_step = time.perf_counter()
@@ -220,19 +267,23 @@ def mid_epoch_checkpoint_due(settings: LoopSettings, ctx: DistContext, last_save
     return due
 
 
-def step_cap(run: RunState, settings: LoopSettings, ctx: DistContext, t_start: float, first_step: int) -> str | None:
-    """Whether a step cap stops the run before its next step (the same answer on every process)."""
+def step_cap(run: RunState, settings: LoopSettings, ctx: DistContext, t_start: float, first_step: int,
+             stop: StopOnSignal | None = None) -> str | None:
+    """Whether a step cap or a signal stops the run before its next step (the same answer on every
+    process: one that received the signal stops them all)."""
     if settings.max_steps and run.global_step >= settings.max_steps:
         return "max_steps"
-    if settings.time_limit_at != "step" or not settings.time_limit_minutes:
-        return None
     # at least one step per sitting, so a resumed run always progresses
-    out = run.global_step > first_step and time.perf_counter() - t_start >= 60 * settings.time_limit_minutes
+    timed_out = (settings.time_limit_at == "step" and bool(settings.time_limit_minutes) and run.global_step > first_step
+                 and time.perf_counter() - t_start >= 60 * settings.time_limit_minutes)
+    signalled = stop is not None and stop.signum is not None
     if ctx.distributed:  # every rank must stop at the same step
-        flag = torch.tensor([float(out)], device=ctx.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        out = bool(flag.item())
-    return "time_limit" if out else None
+        flags = torch.tensor([float(signalled), float(timed_out)], device=ctx.device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        signalled, timed_out = bool(flags[0].item()), bool(flags[1].item())
+        if signalled and stop is not None and stop.signum is None:
+            stop.signum = signal.SIGTERM  # another rank's signal: named in this rank's message
+    return "signal" if signalled else "time_limit" if timed_out else None
 
 
 def peak_rss_mb() -> float | None:
