@@ -180,22 +180,33 @@ def _wait(condition, seconds: float, what: str):
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
-def test_a_cell_never_trains_in_two_processes_and_its_worker_stops_with_its_run(toy, tmp_path):
-    """The campaign bug this guards against: `benchmark run` killed, its worker training on; a second
-    `benchmark run` resumed the same cell in a second process and the two corrupted its checkpoints."""
+def _endless_cell_in_a_subprocess(toy, tmp_path, stdout):
+    """`unisrec benchmark run` of one SASRec cell that would train ~forever, in its own session, once
+    two epochs are logged: (grid path, runs dir, the cell's folder, the run's Popen)."""
     import yaml
 
-    spec = {"name": "toy_lock", "datasets": {"toy": str(toy)}, "seeds": [1],
+    spec = {"name": "toy_endless", "datasets": {"toy": str(toy)}, "seeds": [1],
             "options": {**TINY, "epochs": 100000, "patience": 100000}, "models": {"SASRec": {"model": "sasrec"}}}
     path, runs = tmp_path / "grid.yaml", tmp_path / "runs"
     path.write_text(yaml.safe_dump(spec))
     cell = runs / "toy" / "SASRec" / "seed1"
-    first = subprocess.Popen([sys.executable, "-m", "unisrec", "benchmark", "run", str(path), "--runs", str(runs), "--threads", "1"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    worker = None
+    run = subprocess.Popen([sys.executable, "-m", "unisrec", "benchmark", "run", str(path), "--runs", str(runs), "--threads", "1"],
+                           stdout=stdout, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         _wait(lambda: (cell / "training_log.jsonl").is_file() and (cell / "training_log.jsonl").read_text().count("\n") >= 2,
-              120, "two epochs of the first run")
+              120, "two epochs")
+    except AssertionError:
+        os.killpg(run.pid, signal.SIGKILL)
+        raise
+    return path, runs, cell, run
+
+
+def test_a_cell_never_trains_in_two_processes_and_its_worker_stops_with_its_run(toy, tmp_path):
+    """The campaign bug this guards against: `benchmark run` killed, its worker training on; a second
+    `benchmark run` resumed the same cell in a second process and the two corrupted its checkpoints."""
+    path, runs, cell, first = _endless_cell_in_a_subprocess(toy, tmp_path, stdout=subprocess.DEVNULL)
+    worker = None
+    try:
         worker = int(lock_holder(cell))
         assert worker != first.pid  # the worker subprocess trains and holds the cell
 
@@ -228,18 +239,8 @@ def test_a_sigterm_to_a_cells_worker_stops_it_at_a_step_with_its_resume_state_an
     """What ending a sitting does (`kill -TERM` to the lanes' process group, or a batch system's
     pre-emption): the worker finishes its step, writes the resume state and exits 143; the cell is
     "stopped", and the next `benchmark run` continues it with every epoch trained once."""
-    import yaml
-
-    spec = {"name": "toy_stop", "datasets": {"toy": str(toy)}, "seeds": [1],
-            "options": {**TINY, "epochs": 100000, "patience": 100000}, "models": {"SASRec": {"model": "sasrec"}}}
-    path, runs = tmp_path / "grid.yaml", tmp_path / "runs"
-    path.write_text(yaml.safe_dump(spec))
-    cell = runs / "toy" / "SASRec" / "seed1"
-    run = subprocess.Popen([sys.executable, "-m", "unisrec", "benchmark", "run", str(path), "--runs", str(runs), "--threads", "1"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    path, runs, cell, run = _endless_cell_in_a_subprocess(toy, tmp_path, stdout=subprocess.PIPE)
     try:
-        _wait(lambda: (cell / "training_log.jsonl").is_file() and (cell / "training_log.jsonl").read_text().count("\n") >= 2,
-              120, "two epochs")
         os.kill(int(lock_holder(cell)), signal.SIGTERM)
         out, _ = run.communicate(timeout=120)
     finally:

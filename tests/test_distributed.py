@@ -46,6 +46,18 @@ def domains(tmp_path_factory):
     return [make_domain(root / "a", "a", seed=1), make_domain(root / "b", "b", n_items=40, seed=2)]
 
 
+def torchrun_two(worker: str, tmp_path, domains):
+    """Run ``worker`` (NO_NOISE filled in) as 2 gloo processes under torchrun: ``worker.py OUT DIR...``; returns OUT."""
+    script, out = tmp_path / "worker.py", tmp_path / "ddp"
+    script.write_text(worker.replace("NO_NOISE", repr(NO_NOISE)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(out), *map(str, domains)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 def test_two_process_gloo_equals_single_process(domains, tmp_path):
     from safetensors.torch import load_file
 
@@ -53,14 +65,7 @@ def test_two_process_gloo_equals_single_process(domains, tmp_path):
     from unisrec.models.unisrec import UniSRecConfig
     from unisrec.training.pretrain import PretrainConfig, pretrain
 
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER.replace("STEPS", str(STEPS)).replace("NO_NOISE", repr(NO_NOISE)))
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(out), *map(str, domains)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = torchrun_two(WORKER.replace("STEPS", str(STEPS)), tmp_path, domains)
     rank0, rank1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
 
     cfg = PretrainConfig(epochs=2, max_steps=STEPS, batch_size=64, lr=3e-3, device="cpu", save_every=0)
@@ -115,14 +120,7 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_with_one_resume_
 
     from unisrec.training.state import read_run_state
 
-    script = tmp_path / "worker.py"
-    script.write_text(SIGNALLED_WORKER.replace("NO_NOISE", repr(NO_NOISE)))
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(out), *map(str, domains)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = torchrun_two(SIGNALLED_WORKER, tmp_path, domains)
     stopped = [json.loads((out / f"stopped{r}.json").read_text()) for r in (0, 1)]
     assert stopped[0] == stopped[1] == {"steps": 3, "exit_code": 143}  # rank 0 was told by the all-reduce
     assert read_run_state(out).global_step == 3 and not (out / "done.json").exists()
