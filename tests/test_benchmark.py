@@ -235,23 +235,36 @@ def test_a_cell_never_trains_in_two_processes_and_its_worker_stops_with_its_run(
     assert json.loads((cell / "metrics.json").read_text())["epochs_run"] == epochs[-1]
 
 
-def test_a_sigterm_to_a_cells_worker_stops_it_at_a_step_with_its_resume_state_and_the_next_run_resumes(toy, tmp_path):
-    """What ending a sitting does (`kill -TERM` to the lanes' process group, or a batch system's
-    pre-emption): the worker finishes its step, writes the resume state and exits 143; the cell is
-    "stopped", and the next `benchmark run` continues it with every epoch trained once."""
+@pytest.mark.parametrize("whom", ["worker", "run", "process group", "ctrl-c"])
+def test_a_sigterm_stops_a_cell_at_a_step_with_its_resume_state_and_the_next_run_resumes(toy, tmp_path, whom):
+    """What ending a sitting does (`kill -TERM` to the lanes' process group, to the run, or a batch
+    system's pre-emption of the worker): the worker finishes its step, writes the resume state and
+    exits 143; the cell is "stopped"; a signalled run starts no further cell, waits for its workers
+    (nothing still writes when it exits) and exits 143 itself; the next run continues the cell with
+    every epoch trained once."""
     path, runs, cell, run = _endless_cell_in_a_subprocess(toy, tmp_path, stdout=subprocess.PIPE)
     try:
-        os.kill(int(lock_holder(cell)), signal.SIGTERM)
+        worker = int(lock_holder(cell))
+        if whom == "worker":
+            os.kill(worker, signal.SIGTERM)
+        elif whom == "run":
+            run.send_signal(signal.SIGTERM)
+        else:  # a terminal's Ctrl-C reaches the whole foreground group, as `kill -- -PGID` does
+            os.killpg(run.pid, signal.SIGINT if whom == "ctrl-c" else signal.SIGTERM)
         out, _ = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-    assert run.returncode == 0, out  # a stopped cell is not a failed one
+    # a stopped cell is not a failed one; a stopped run says it stopped
+    assert run.returncode == {"worker": 0, "ctrl-c": 128 + signal.SIGINT}.get(whom, 128 + signal.SIGTERM), out
+    assert lock_holder(cell) is None  # the worker has ended by the time the run has
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
     summary = json.loads((runs / "benchmark.json").read_text())
     assert summary["cells"][0]["status"] == "stopped" and "resume state written" in summary["cells"][0]["message"]
     log = (cell.parent / "seed1.log").read_text()
-    assert "stopped by SIGTERM" in log and "Traceback" not in log
-    assert runner.cell_state(cell) == "interrupted" and lock_holder(cell) is None
+    assert f"stopped by {'SIGINT' if whom == 'ctrl-c' else 'SIGTERM'}" in log and "Traceback" not in log
+    assert runner.cell_state(cell) == "interrupted"
     summary = runner.run_benchmark(load_spec(path), runs, threads=1, isolate=False, finalize=True, say=lambda s: None)
     assert summary["cells"][0]["status"] == "resumed"
     epochs = [r["epoch"] for r in map(json.loads, (cell / "training_log.jsonl").read_text().splitlines())]

@@ -221,7 +221,9 @@ def test_a_sigterm_mid_epoch_finishes_the_step_writes_the_resume_state_and_the_r
     with pytest.raises(Stopped, match="--resume") as stopped:  # no mid-epoch checkpoints: the signal writes one
         train_sasrec(toy, tmp_path / "m", cfg(epochs=2, checkpoint_minutes=0.0))
     assert stopped.value.exit_code == 128 + signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the caller's again
+    # the process is ending: a late SIGTERM (e.g. passed on by a parent) must not kill it mid-report
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    signal.signal(signal.SIGTERM, before)
     assert calls["n"] == steps_per_epoch + 3  # the step in progress finished; no further step started
     state = read_run_state(tmp_path / "m")
     assert (state.epoch, state.step_in_epoch, state.global_step) == (1, 3, steps_per_epoch + 3)
@@ -236,8 +238,12 @@ def test_stop_on_signal_records_the_first_signal_ignores_a_later_sigterm_and_a_s
     import os
     import signal
 
-    from unisrec.training.loop import StopOnSignal
+    from unisrec.training.signals import StopOnSignal
 
+    callers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with StopOnSignal():  # nothing received: the caller's handlers come back unchanged
+        pass
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == callers
     with StopOnSignal() as stop:
         assert stop.signum is None
         os.kill(os.getpid(), signal.SIGINT)
@@ -246,7 +252,8 @@ def test_stop_on_signal_records_the_first_signal_ignores_a_later_sigterm_and_a_s
         assert stop.signum == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == callers[1]
+    signal.signal(signal.SIGTERM, callers[0])
 
 
 def test_the_cli_stopped_by_sigterm_exits_143_with_its_resume_state_and_resume_finishes(toy, tmp_path):

@@ -41,6 +41,7 @@ from typing import Any, Callable
 from unisrec.benchmark.spec import POPULARITY, BenchmarkSpec, DatasetEntry, ModelEntry, display_path
 from unisrec.data.output import lock_holder
 from unisrec.errors import Stopped, UserError
+from unisrec.training.signals import StopOnSignal
 
 SUMMARY_NAME = "benchmark.json"
 # a worker's exit after a SIGTERM / SIGINT that it handled (errors.Stopped: 128 + the signal's number)
@@ -473,7 +474,11 @@ def run_benchmark(spec: BenchmarkSpec, runs: str | os.PathLike, threads: int | N
             records[cell.name]["status"] = "queued"
         # the summary is current during a campaign too (a report or an archive mid-campaign reads it)
         write_summary()
-        _run_cells(todo, records, threads, isolate, parallel, finalize, say, on_cell_done=cell_ended)
+        try:
+            _run_cells(todo, records, threads, isolate, parallel, finalize, say, on_cell_done=cell_ended)
+        except Stopped:
+            write_summary()  # the stopped and the never-started cells
+            raise
     return write_summary()
 
 
@@ -494,40 +499,59 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
 
     pending = list(todo)
     running: list[tuple[subprocess.Popen, Cell, str, Any]] = []
-    while pending or running:
-        while pending and len(running) < (parallel if isolate else 1):
-            cell, state = pending.pop(0)
-            cell.dir.parent.mkdir(parents=True, exist_ok=True)
-            say(f"{cell.name}: {'resuming' if state == 'interrupted' else 'starting'}"
-                + (f" (log: {display_path(cell.log)})" if isolate else ""))
-            if not isolate:
-                try:
-                    train_cell(cell.model, cell.dataset.path, cell.dir, cell.seed, threads, finalize)  # type: ignore[arg-type]
-                    done(cell, state, None)
-                except UserError as exc:
-                    done(cell, state, str(exc))
-                continue
-            task = {"model": _entry_dict(cell.model), "dataset": str(cell.dataset.path), "output": str(cell.dir),
-                    "seed": cell.seed, "threads": threads, "finalize": finalize, "parent": os.getpid()}
-            env = dict(os.environ)
-            if threads:
-                env["OMP_NUM_THREADS"] = str(threads)
-            log = open(cell.log, "a", encoding="utf-8")
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {state} {records[cell.name]['command']}\n")
-            log.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "unisrec.benchmark.runner", json.dumps(task)],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((proc, cell, state, log))
-        for item in list(running):
-            proc, cell, state, log = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            log.close()
-            done(cell, state, None if proc.returncode == 0 else f"exit {proc.returncode}; see {display_path(cell.log)}",
-                 stopped=proc.returncode in STOPPED_EXIT_CODES)
-        if running:
-            time.sleep(1.0)
+    # a SIGTERM / Ctrl-C: start no further cell, pass it on to the running workers (each finishes its
+    # step and writes its resume state) and wait for them, so nothing is left writing after we exit
+    passed_on = False
+    with StopOnSignal("no further cell starts; the running ones write their resume state first") as stop:
+        while pending or running:
+            if stop.signum is not None and not passed_on:
+                for cell, _ in pending:
+                    records[cell.name]["status"] = "not started"
+                pending.clear()
+                for proc, *_ in running:
+                    proc.send_signal(signal.SIGTERM)  # a worker that got the Ctrl-C too ignores it
+                passed_on = True
+            while pending and len(running) < (parallel if isolate else 1):
+                cell, state = pending.pop(0)
+                cell.dir.parent.mkdir(parents=True, exist_ok=True)
+                say(f"{cell.name}: {'resuming' if state == 'interrupted' else 'starting'}"
+                    + (f" (log: {display_path(cell.log)})" if isolate else ""))
+                if not isolate:  # trains in this process: its own loop handles a signal (errors.Stopped)
+                    try:
+                        train_cell(cell.model, cell.dataset.path, cell.dir, cell.seed, threads, finalize)  # type: ignore[arg-type]
+                        done(cell, state, None)
+                    except UserError as exc:
+                        done(cell, state, str(exc))
+                    continue
+                running.append(_start_worker(cell, state, records[cell.name]["command"], threads, finalize))
+            for item in list(running):
+                proc, cell, state, log = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                log.close()
+                done(cell, state, None if proc.returncode == 0 else f"exit {proc.returncode}; see {display_path(cell.log)}",
+                     stopped=proc.returncode in STOPPED_EXIT_CODES)
+            if running:
+                time.sleep(1.0)
+    if stop.signum is not None:
+        raise Stopped("stopped; the cells that were training wrote their resume state: `unisrec benchmark run` "
+                      "again resumes them", stop.signum)
+
+
+def _start_worker(cell: Cell, state: str, command: str, threads: int | None, finalize: bool) -> tuple[subprocess.Popen, Cell, str, Any]:
+    """Train ``cell`` in a subprocess (``python -m unisrec.benchmark.runner TASK``), output to its log."""
+    task = {"model": _entry_dict(cell.model), "dataset": str(cell.dataset.path), "output": str(cell.dir),
+            "seed": cell.seed, "threads": threads, "finalize": finalize, "parent": os.getpid()}
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    log = open(cell.log, "a", encoding="utf-8")
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {state} {command}\n")
+    log.flush()
+    proc = subprocess.Popen([sys.executable, "-m", "unisrec.benchmark.runner", json.dumps(task)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, cell, state, log
 
 
 def summarise(spec: BenchmarkSpec, grid: list[Cell], records: dict[str, dict[str, Any]]) -> dict[str, Any]:

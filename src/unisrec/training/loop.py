@@ -11,7 +11,7 @@ caps, checkpoints (``training.state``) and the per-epoch log (``training.log``).
 * ``validate() -> metrics or None`` after each full epoch (None: no validation, no early stopping);
 * ``checkpointed(run)``: called after each checkpoint on the main process (e.g. to export weights).
 
-A SIGTERM or Ctrl-C while the loop runs (:class:`StopOnSignal`) lets the current step finish, writes
+A SIGTERM or Ctrl-C while the loop runs (:class:`~unisrec.training.signals.StopOnSignal`) lets the current step finish, writes
 the resume state and raises :class:`~unisrec.errors.Stopped`: a batch system's pre-emption or the end
 of a sitting loses no training, where a kill loses everything since the last checkpoint.
 
@@ -37,7 +37,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from unisrec.errors import Stopped, UserError
 from unisrec.training.config import Precision
 from unisrec.training.distributed import DistContext
 from unisrec.training.log import RunLog
+from unisrec.training.signals import StopOnSignal
 from unisrec.training.state import RunState, capture_rng, cpu_state, save_run_state
 
 
@@ -127,40 +127,6 @@ def step_precision(device: torch.device, precision: str) -> contextlib.AbstractC
     if precision == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-class StopOnSignal:
-    """While active, the first SIGTERM or SIGINT only records itself (:attr:`signum`): the loop ends
-    after the step in progress, writes the resume state and raises :class:`~unisrec.errors.Stopped`.
-
-    A later SIGTERM is ignored (the run is already stopping: `benchmark run`'s workers send themselves
-    one when their parent ends, which a Ctrl-C of the parent does); a second Ctrl-C stops at once
-    (KeyboardInterrupt), as before. Outside the main thread, where Python cannot install handlers,
-    nothing changes. The previous handlers are restored on exit."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-            print(f"{signal.Signals(signum).name}: stopping after this step, once the resume state is written"
-                  + (" (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""), file=sys.stderr, flush=True)
-        elif signum == signal.SIGINT:
-            raise KeyboardInterrupt
 
 
 @dataclass
