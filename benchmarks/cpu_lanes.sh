@@ -12,17 +12,28 @@
 # sitting ended and the campaign goes on where it was, in queue order.
 # Two 2-thread jobs on 2 cores slow each other several-fold; two 1-thread lanes do not.
 # Logs: RUNS_DIR/../lanes/laneN.log (what each lane did) and the cells' own logs.
-# To end a sitting without losing a step: start with `setsid` and stop with `kill -TERM -- -PGID`
-# (the lanes and their runs end; each cell's worker finishes its step and writes its resume state).
+# To end a sitting without losing a step:   bash benchmarks/cpu_lanes.sh --stop
+# (SIGTERM to the lanes' process group: the lanes and their runs end, each running cell's worker
+# finishes its step and writes its resume state; it waits until they have).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-queue=${1:?usage: bash benchmarks/cpu_lanes.sh QUEUE_FILE}
+logdir=${LANE_LOGS:-runs/lanes}
+if [ "${1:-}" = "--stop" ]; then
+  [ -f "$logdir/lanes.pgid" ] || { echo "no lanes started from here ($logdir/lanes.pgid missing)" >&2; exit 2; }
+  group=$(cat "$logdir/lanes.pgid")
+  kill -TERM -- "-$group" 2>/dev/null || { echo "lanes (process group $group) are not running"; exit 0; }
+  for _ in $(seq 600); do pgrep -g "$group" >/dev/null || { echo "lanes stopped"; exit 0; }; sleep 1; done
+  echo "lanes (process group $group) still running after 10 minutes" >&2; exit 1
+fi
+queue=${1:?usage: bash benchmarks/cpu_lanes.sh QUEUE_FILE | --stop}
 [ -f "$queue" ] || { echo "no queue file $queue" >&2; exit 2; }
+# a process group of its own, so --stop reaches the lanes and nothing else
+[ "$(ps -o pgid= -p $$ | tr -d ' ')" = "$$" ] || exec setsid bash "$0" "$@"
 lanes=${LANES:-2}
 UNISREC="${UNISREC:-unisrec}"
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
-logdir=${LANE_LOGS:-runs/lanes}
 mkdir -p "$logdir"
+echo $$ > "$logdir/lanes.pgid"
 
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; printf '%s' "${s%"${s##*[![:space:]]}"}"; }
 
