@@ -271,6 +271,31 @@ def test_a_sigterm_stops_a_cell_at_a_step_with_its_resume_state_and_the_next_run
     assert sorted(set(epochs)) == list(range(1, epochs[-1] + 1))  # nothing skipped; a stopped epoch's two parts logged
 
 
+def test_a_signal_in_process_stops_the_cell_and_starts_no_other(toy, tmp_path, monkeypatch):
+    from unisrec.errors import Stopped
+    from unisrec.training.supervised import SupervisedTask
+
+    original, calls = SupervisedTask.step_loss, {"n": 0}
+
+    def signalled(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch)
+
+    monkeypatch.setattr(SupervisedTask, "step_loss", signalled)
+    spec = toy_spec(toy, models={"SASRec": {"model": "sasrec"}})
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(Stopped):
+            runner.run_benchmark(spec, tmp_path, threads=1, isolate=False, say=lambda s: None)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    status = {c["seed"]: c["status"] for c in json.loads((tmp_path / "benchmark.json").read_text())["cells"]}
+    assert status == {1: "stopped", 2: "not started"} and calls["n"] == 3
+    assert runner.cell_state(tmp_path / "toy" / "SASRec" / "seed1") == "interrupted"
+
+
 def test_a_worker_whose_run_is_already_gone_does_not_train():
     with pytest.raises(SystemExit, match="has ended"):
         runner.stop_with_parent(os.getppid() + 1 if os.getppid() != 1 else 2)

@@ -522,6 +522,11 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
                         done(cell, state, None)
                     except UserError as exc:
                         done(cell, state, str(exc))
+                    except Stopped:
+                        done(cell, state, None, stopped=True)
+                        for rest, _ in pending:
+                            records[rest.name]["status"] = "not started"
+                        raise
                     continue
                 running.append(_start_worker(cell, state, records[cell.name]["command"], threads, finalize))
             for item in list(running):
