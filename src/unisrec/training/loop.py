@@ -11,9 +11,10 @@ caps, checkpoints (``training.state``) and the per-epoch log (``training.log``).
 * ``validate() -> metrics or None`` after each full epoch (None: no validation, no early stopping);
 * ``checkpointed(run)``: called after each checkpoint on the main process (e.g. to export weights).
 
-A SIGTERM or Ctrl-C while the loop runs (:class:`~unisrec.training.signals.StopOnSignal`) lets the current step finish, writes
-the resume state and raises :class:`~unisrec.errors.Stopped`: a batch system's pre-emption or the end
-of a sitting loses no training, where a kill loses everything since the last checkpoint.
+A SIGTERM or Ctrl-C while the loop runs (:class:`~unisrec.training.signals.StopOnSignal`) lets the
+current step finish, writes the resume state and raises :class:`~unisrec.errors.Stopped`: a batch
+system's pre-emption or the end of a sitting loses no training, where a kill loses everything since
+the last checkpoint.
 
 ``LoopSettings.precision = "bfloat16"`` runs each step's forward pass (the task's ``step_loss``) under
 ``torch.autocast``: matrix products in bfloat16, losses, softmax and normalisation in float32 (autocast's
@@ -246,7 +247,7 @@ def step_cap(run: RunState, settings: LoopSettings, ctx: DistContext, t_start: f
     if ctx.distributed:  # every rank must stop at the same step
         flags = torch.tensor([float(signalled), float(timed_out)], device=ctx.device)
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        signalled, timed_out = bool(flags[0].item()), bool(flags[1].item())
+        signalled, timed_out = (bool(f) for f in flags.tolist())
         if signalled and stop is not None and stop.signum is None:
             stop.signum = signal.SIGTERM  # another rank's signal: named in this rank's message
     return "signal" if signalled else "time_limit" if timed_out else None
