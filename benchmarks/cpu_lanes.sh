@@ -16,7 +16,8 @@
 # (SIGTERM to the lanes' process group: the lanes and their runs end, each running cell's worker
 # finishes its step and writes its resume state; it waits until they have).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$self")/.."
 logdir=${LANE_LOGS:-runs/lanes}
 if [ "${1:-}" = "--stop" ]; then
   [ -f "$logdir/lanes.pgid" ] || { echo "no lanes started from here ($logdir/lanes.pgid missing)" >&2; exit 2; }
@@ -28,7 +29,7 @@ fi
 queue=${1:?usage: bash benchmarks/cpu_lanes.sh QUEUE_FILE | --stop}
 [ -f "$queue" ] || { echo "no queue file $queue" >&2; exit 2; }
 # a process group of its own, so --stop reaches the lanes and nothing else
-[ "$(ps -o pgid= -p $$ | tr -d ' ')" = "$$" ] || exec setsid bash "$0" "$@"
+[ "$(ps -o pgid= -p $$ | tr -d ' ')" = "$$" ] || exec setsid bash "$self" "$@"
 lanes=${LANES:-2}
 UNISREC="${UNISREC:-unisrec}"
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
