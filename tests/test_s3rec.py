@@ -173,23 +173,35 @@ def test_pretraining_lowers_its_loss_and_finetuning_learns_far_beyond_popularity
     assert main([*args, "--pretrain-epochs", "3", "--epochs", "5"]) == 2  # no --resume: refused, nothing overwritten
 
 
-def test_an_interrupted_pretraining_resumes_exactly_and_fitting_then_starts(toy, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cut_by", ["crash", "signal"])
+def test_an_interrupted_pretraining_resumes_exactly_and_fitting_then_starts(toy, tmp_path, monkeypatch, cut_by):
+    import os
+    import signal
+
+    from unisrec.errors import Stopped
+
     train, model_cfg = configs(pretrain_epochs=2, epochs=1, pretrain_batch_size=300)
     full = tmp_path / "full"
     train_model("s3rec", toy, full, train, model_cfg)
     original = S3RecPretrainTask.step_loss
     calls = {"n": 0}
 
-    def crash_in_epoch_2(self, batch):
+    def cut_in_epoch_2(self, batch):
         calls["n"] += 1
         if calls["n"] == 6:  # 4 steps per epoch: epoch 1 is checkpointed, epoch 2 is cut
-            raise KeyboardInterrupt
+            if cut_by == "crash":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # this step finishes, its resume state is written
         return original(self, batch)
 
     cut = tmp_path / "cut"
-    monkeypatch.setattr(S3RecPretrainTask, "step_loss", crash_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_model("s3rec", toy, cut, train, model_cfg)
+    monkeypatch.setattr(S3RecPretrainTask, "step_loss", cut_in_epoch_2)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(KeyboardInterrupt if cut_by == "crash" else Stopped):
+            train_model("s3rec", toy, cut, train, model_cfg)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     monkeypatch.setattr(S3RecPretrainTask, "step_loss", original)
     assert not (cut / "pretrain" / "done.json").exists() and not (cut / "metrics.json").exists()
     with pytest.raises(UserError, match="pass --resume"):
@@ -197,7 +209,8 @@ def test_an_interrupted_pretraining_resumes_exactly_and_fitting_then_starts(toy,
     # --resume (with flags that differ: the stage's saved configs win, as for fitting)
     other_train, other_model = configs(pretrain_epochs=2, epochs=1, pretrain_batch_size=300, hidden_size=32, inner_size=32)
     train_model("s3rec", toy, cut, other_train, other_model, resume=True)
-    assert [r["epoch"] for r in _log(cut / "pretrain" / "training_log.jsonl")] == [1, 2]
+    # a signal's stop logs epoch 2's first two steps (partial), the resumed run the rest
+    assert [r["epoch"] for r in _log(cut / "pretrain" / "training_log.jsonl")] == ([1, 2] if cut_by == "crash" else [1, 2, 2])
     from safetensors.torch import load_file
 
     a, b = load_file(str(full / "pretrain" / "model.safetensors")), load_file(str(cut / "pretrain" / "model.safetensors"))
