@@ -12,6 +12,8 @@
 distribution: the two ways' losses differ by dropout noise only).
 `--compare attention`: torch's scaled_dot_product_attention everywhere vs models.encoder.attention's
 written-out CPU training path (the same function; different dropout draws).
+`--compare segment-passes` (S3-Rec's pre-training row): SP's three encoder passes computing the final
+layer at every position vs at the last real one only (the same function; the final layer's dropout draws differ).
 
 Each model is built as its benchmark cell builds it (benchmarks/baseline_epoch_speed.py) and steps through
 the same real batches of epoch 0 -- forward, backward, Adam, under the cell's precision -- the two ways taking
@@ -55,12 +57,31 @@ def set_attention(task, ours: bool) -> None:
     module.attention = ours_fn if ours else fused
 
 
+def set_segment_passes(task, last_only: bool) -> None:
+    """S3-Rec's pre-training task: SP's three passes computing the final layer at every position and
+    reading the last real one (before), or at that position only (S3RecPretrainTask.last_states)."""
+    import torch
+
+    from unisrec.models.s3rec import S3RecPretrainTask
+
+    ours = S3RecPretrainTask.__dict__.get("ours_last_states") or S3RecPretrainTask.last_states
+    S3RecPretrainTask.ours_last_states = ours
+
+    def every_position(self, seqs, lens, table):
+        return torch.cat([out[torch.arange(len(g), device=self.device), torch.from_numpy(lens[g] - 1).to(self.device)]
+                          for g, out in self.encode(seqs, lens, table)])
+
+    S3RecPretrainTask.last_states = ours if last_only else every_position
+
+
 # --compare: (way A, way B, how to switch a task to B (True) or A (False), what the page compares)
 WAYS = {
     "encoder-passes": ("buckets", "one pass", set_encoder_passes, "Encoder passes per training step: length buckets vs one padded pass"),
     "dropout": ("torch dropout", "our masks", set_dropout, "Dropout masks per training step: torch's dropout vs models.dropout's CPU masks"),
     "attention": ("fused call", "written out", set_attention,
                   "Attention per training step: scaled_dot_product_attention vs models.encoder.attention's CPU training path"),
+    "segment-passes": ("every position", "last position", set_segment_passes,
+                       "S3-Rec pre-training step: segment prediction's passes with the final layer at every position vs at the last only"),
 }
 
 

@@ -172,7 +172,8 @@ def test_time_limit_stops_and_checkpoints(domains, tmp_path):
     assert summary["epochs"][-1]["partial"]
 
 
-def test_last_position_encoding_equals_the_model_and_its_gradients():
+@pytest.mark.parametrize("causal", [True, False])
+def test_last_position_encoding_equals_the_model_and_its_gradients(causal):
     import torch
 
     from unisrec.models.unisrec import UniSRec
@@ -183,9 +184,9 @@ def test_last_position_encoding_equals_the_model_and_its_gradients():
     lengths = torch.randint(1, 21, (64,))
     lengths[0] = 1
     seqs = torch.randint(1, 30, (64, 20)) * (torch.arange(20)[None, :] < lengths[:, None])
-    everywhere = model.encoder.forward_all(table[seqs], lengths)  # every layer at every position
+    everywhere = model.encoder.forward_all(table[seqs], lengths, causal)  # every layer at every position
     ref = everywhere[torch.arange(len(seqs)), lengths - 1]
-    got = model.encoder.forward_last(table[seqs], lengths)  # the path training and pre-training use
+    got = model.encoder.forward_last(table[seqs], lengths, causal)  # the path training and pre-training use
     assert torch.allclose(ref, got, atol=1e-5)
     g_ref = torch.autograd.grad(ref.square().sum(), list(model.encoder.parameters()), allow_unused=True)
     g_got = torch.autograd.grad(got.square().sum(), list(model.encoder.parameters()), allow_unused=True)

@@ -137,6 +137,10 @@ def test_pretraining_attention_is_bidirectional_finetuning_causal_and_padding_ne
     torch.testing.assert_close(padded, out)  # each length group is trimmed to its longest; padding changes nothing
     (_, wide), = task.encode(np.array([[1, 2, 3, 4, 0, 0]]), np.array([4]), table)
     torch.testing.assert_close(model.encoder.forward_all(table[torch.tensor([[1, 2, 3, 4, 0, 0]])], torch.tensor([4]), causal=False)[:, :4], wide)
+    # SP's passes compute the final layer at the last real item only: the same states as encode() there
+    seqs, lens = np.array([[1, 2, 3, 4, 5], [6, 7, 0, 0, 0], [8, 9, 3, 0, 0]]), np.array([5, 2, 3])
+    picked = torch.cat([out[torch.arange(len(g)), torch.from_numpy(lens[g] - 1)] for g, out in task.encode(seqs, lens, table)])
+    torch.testing.assert_close(task.last_states(seqs, lens, table), picked)
 
 
 # ------------------------------------------------------------------------- the stages

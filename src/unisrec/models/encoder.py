@@ -200,24 +200,27 @@ class SequenceEncoder(nn.Module):
         draws of the final layer differ from computing it at every position."""
         return self.forward_last(item_repr, lengths.clamp(min=1))
 
-    def forward_last(self, item_repr: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The same function as :meth:`forward`, computing the *final* layer at the last position only
-        (:func:`layers_at_last_position`; pre-training uses it; a test checks values and gradients)."""
-        return layers_at_last_position(self.layers, self.embed(item_repr), lengths)
+    def forward_last(self, item_repr: torch.Tensor, lengths: torch.Tensor, causal: bool = True) -> torch.Tensor:
+        """The same function as :meth:`forward` (``causal=False``: as reading :meth:`forward_all`'s
+        bidirectional output at the last real position), computing the *final* layer at the last
+        position only (:func:`layers_at_last_position`; pre-training uses it; tests check values and gradients)."""
+        return layers_at_last_position(self.layers, self.embed(item_repr), lengths, causal)
 
 
-def layers_at_last_position(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Causal Transformer ``layers`` over (B, L, d) inputs ``x``, read at position ``lengths - 1``: (B, d).
+def layers_at_last_position(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """Transformer ``layers`` over (B, L, d) inputs ``x``, read at position ``lengths - 1``: (B, d).
 
     The final layer's keys and values need every position, but its query, output projection,
     residual, LayerNorms and feed-forward are read at one row per sequence, so it is computed for
     that row only: about two thirds of the cost of running every layer at every position and then
-    reading one row (SASRec, UniSRec, FDSA's two streams). Earlier layers run in full: later
-    positions' keys depend on them. Only the final layer's dropout draws differ.
+    reading one row (SASRec, UniSRec, FDSA's two streams, S3-Rec's segment passes). Earlier layers
+    run in full: the keys depend on them. ``causal=False``: they attend bidirectionally (every real
+    item), as :func:`padding_mask` has it; the last real position attends every real item either
+    way. Only the final layer's dropout draws differ.
     """
     b, l, d = x.shape
     if len(layers) > 1:
-        mask = causal_padding_mask(lengths, l)
+        mask = causal_padding_mask(lengths, l) if causal else padding_mask(lengths, l)
         for layer in layers[:-1]:
             x = layer(x, mask)
     last = layers[-1]

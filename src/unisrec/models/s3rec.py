@@ -334,11 +334,15 @@ class S3RecPretrainTask:
 
     def last_states(self, seqs: np.ndarray, lens: np.ndarray, table: torch.Tensor) -> torch.Tensor:
         """(B, d): each history's bidirectional output at its last real item, in length-group order
-        (the same order for every ``seqs`` of the same ``lens``)."""
+        (the same order for every ``seqs`` of the same ``lens``). SP's three passes read only that
+        position, so the final layer is computed there only (``SequenceEncoder.forward_last``): the
+        same values as :meth:`encode` read there, less work; only the final layer's dropout draws differ."""
         parts = []
-        for g, out in self.encode(seqs, lens, table):
-            last = torch.from_numpy(lens[g] - 1).to(self.device)
-            parts.append(out[torch.arange(len(g), device=self.device), last])
+        for g in encoder_passes(lens, self.device):
+            width = int(lens[g].max())
+            seq = torch.from_numpy(seqs[g, :width]).to(self.device)
+            lengths = torch.from_numpy(lens[g]).to(self.device)
+            parts.append(self.model.encoder.forward_last(table[seq], lengths, causal=False))
         return torch.cat(parts)
 
     def validate(self) -> None:
