@@ -12,8 +12,9 @@
 distribution: the two ways' losses differ by dropout noise only).
 `--compare attention`: torch's scaled_dot_product_attention everywhere vs models.encoder.attention's
 written-out CPU training path (the same function; different dropout draws).
-`--compare segment-passes` (S3-Rec's pre-training row): SP's three encoder passes computing the final
-layer at every position vs at the last real one only (the same function; the final layer's dropout draws differ).
+`--compare read-positions` (S3-Rec's pre-training, BERT4Rec): the final layer at every position vs only
+where the loss reads it -- S3-Rec's segment passes at the last real item, BERT4Rec's Cloze at the masked
+positions (the same function; the final layer's dropout draws differ).
 
 Each model is built as its benchmark cell builds it (benchmarks/baseline_epoch_speed.py) and steps through
 the same real batches of epoch 0 -- forward, backward, Adam, under the cell's precision -- the two ways taking
@@ -57,21 +58,29 @@ def set_attention(task, ours: bool) -> None:
     module.attention = ours_fn if ours else fused
 
 
-def set_segment_passes(task, last_only: bool) -> None:
-    """S3-Rec's pre-training task: SP's three passes computing the final layer at every position and
-    reading the last real one (before), or at that position only (S3RecPretrainTask.last_states)."""
+def set_read_positions(task, read_only: bool) -> None:
+    """The final layer at every position, then the read ones picked (before), or at the read positions
+    only (models.encoder.layers_at_positions): S3-Rec's segment passes (S3RecPretrainTask.last_states)
+    and BERT4Rec's Cloze loss (BERT4Rec.bidirectional_outputs_at); other models are unaffected."""
     import torch
 
+    from unisrec.models.bert4rec import BERT4Rec
     from unisrec.models.s3rec import S3RecPretrainTask
 
-    ours = S3RecPretrainTask.__dict__.get("ours_last_states") or S3RecPretrainTask.last_states
-    S3RecPretrainTask.ours_last_states = ours
+    ours = {cls: cls.__dict__.get(f"ours_{name}") or getattr(cls, name)
+            for cls, name in ((S3RecPretrainTask, "last_states"), (BERT4Rec, "bidirectional_outputs_at"))}
+    S3RecPretrainTask.ours_last_states, BERT4Rec.ours_bidirectional_outputs_at = ours[S3RecPretrainTask], ours[BERT4Rec]
 
-    def every_position(self, seqs, lens, table):
+    def last_states_everywhere(self, seqs, lens, table):
         return torch.cat([out[torch.arange(len(g), device=self.device), torch.from_numpy(lens[g] - 1).to(self.device)]
                           for g, out in self.encode(seqs, lens, table)])
 
-    S3RecPretrainTask.last_states = ours if last_only else every_position
+    def outputs_everywhere(self, item_seq, lengths, positions):
+        out = self.bidirectional_outputs(item_seq, lengths)
+        return torch.gather(out, 1, positions[:, :, None].expand(*positions.shape, out.shape[-1]))
+
+    S3RecPretrainTask.last_states = ours[S3RecPretrainTask] if read_only else last_states_everywhere
+    BERT4Rec.bidirectional_outputs_at = ours[BERT4Rec] if read_only else outputs_everywhere
 
 
 # --compare: (way A, way B, how to switch a task to B (True) or A (False), what the page compares)
@@ -80,8 +89,8 @@ WAYS = {
     "dropout": ("torch dropout", "our masks", set_dropout, "Dropout masks per training step: torch's dropout vs models.dropout's CPU masks"),
     "attention": ("fused call", "written out", set_attention,
                   "Attention per training step: scaled_dot_product_attention vs models.encoder.attention's CPU training path"),
-    "segment-passes": ("every position", "last position", set_segment_passes,
-                       "S3-Rec pre-training step: segment prediction's passes with the final layer at every position vs at the last only"),
+    "read-positions": ("every position", "read positions", set_read_positions,
+                       "Final Transformer layer at every position vs at the positions a loss reads (S3-Rec's segment passes, BERT4Rec's Cloze)"),
 }
 
 

@@ -129,8 +129,24 @@ def test_cloze_loss_is_the_cross_entropy_at_the_masked_positions():
     logits = model.scores(out, model.item_representations())
     expected = torch.nn.functional.cross_entropy(logits, torch.from_numpy(seqs[mask]))
     assert torch.allclose(loss, expected, atol=1e-5)
+    # the loss computes the final layer at the masked positions only: the same gradients
+    params = [q for q in model.parameters() if q.requires_grad]
+    for a, b in zip(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True),
+                    torch.autograd.grad(expected, params, allow_unused=True)):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
     loss.backward()  # the [MASK] row is an input, so it learns
     assert model.item_embedding.weight.grad[model.mask_token].abs().sum() > 0
+
+
+def test_masked_positions_list_each_rows_masked_columns_in_the_order_boolean_indexing_reads_them():
+    from unisrec.training.batching import masked_positions
+
+    mask = np.array([[False, True, False, True], [False, False, False, False], [True, True, True, False]])
+    positions, valid = masked_positions(mask)
+    assert positions.tolist() == [[1, 3, 0], [0, 0, 0], [0, 1, 2]]
+    assert valid.tolist() == [[True, True, False], [False, False, False], [True, True, True]]
+    grid = np.arange(12).reshape(3, 4)
+    assert np.take_along_axis(grid, positions, 1)[valid].tolist() == grid[mask].tolist()
 
 
 @pytest.fixture(scope="module")

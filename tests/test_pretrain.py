@@ -194,6 +194,28 @@ def test_last_position_encoding_equals_the_model_and_its_gradients(causal):
         assert (a is None and b is None) or torch.allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_outputs_at_chosen_positions_equal_every_positions_outputs_there_with_gradients(causal):
+    import torch
+
+    from unisrec.models.unisrec import UniSRec
+
+    torch.manual_seed(1)
+    model = UniSRec(small_model(text_dim=8, hidden_dropout=0.0, attn_dropout=0.0)).train()
+    table = torch.randn(30, 32)
+    lengths = torch.randint(1, 13, (16,))
+    seqs = torch.randint(1, 30, (16, 12)) * (torch.arange(12)[None, :] < lengths[:, None])
+    positions = (torch.rand(16, 5) * lengths[:, None]).long()  # any real positions, repeats allowed
+    everywhere = model.encoder.forward_all(table[seqs], lengths, causal)
+    ref = torch.gather(everywhere, 1, positions[:, :, None].expand(16, 5, everywhere.shape[-1]))
+    got = model.encoder.forward_at(table[seqs], lengths, positions, causal)
+    assert torch.allclose(ref, got, atol=1e-5)
+    params = list(model.encoder.parameters())
+    for a, b in zip(torch.autograd.grad(ref.square().sum(), params, allow_unused=True),
+                    torch.autograd.grad(got.square().sum(), params, allow_unused=True)):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-4)
+
+
 def test_multidomain_offsets_feature_rows_and_word_drop_rows(domains, tmp_path):
     from unisrec.data.dataset import DatasetError
     from unisrec.data.multidomain import MultiDomainCorpus

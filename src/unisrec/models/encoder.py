@@ -206,35 +206,49 @@ class SequenceEncoder(nn.Module):
         position only (:func:`layers_at_last_position`; pre-training uses it; tests check values and gradients)."""
         return layers_at_last_position(self.layers, self.embed(item_repr), lengths, causal)
 
+    def forward_at(self, item_repr: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor, causal: bool = True) -> torch.Tensor:
+        """:meth:`forward_all` read at ``positions`` (B, M) -> (B, M, d), the final layer computed
+        there only (:func:`layers_at_positions`)."""
+        return layers_at_positions(self.layers, self.embed(item_repr), lengths, positions, causal)
+
 
 def layers_at_last_position(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor, causal: bool = True) -> torch.Tensor:
     """Transformer ``layers`` over (B, L, d) inputs ``x``, read at position ``lengths - 1``: (B, d).
 
+    :func:`layers_at_positions` with one position per sequence (SASRec, UniSRec, FDSA's two streams,
+    S3-Rec's segment passes): about two thirds of the cost of running every layer at every position
+    and then reading one row. The last real position attends every real item, causal or not."""
+    return layers_at_positions(layers, x, lengths, (lengths - 1)[:, None], causal)[:, 0]
+
+
+def layers_at_positions(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor,
+                        causal: bool = True) -> torch.Tensor:
+    """Transformer ``layers`` over (B, L, d) inputs ``x``, read at ``positions`` (B, M): (B, M, d).
+
     The final layer's keys and values need every position, but its query, output projection,
-    residual, LayerNorms and feed-forward are read at one row per sequence, so it is computed for
-    that row only: about two thirds of the cost of running every layer at every position and then
-    reading one row (SASRec, UniSRec, FDSA's two streams, S3-Rec's segment passes). Earlier layers
-    run in full: the keys depend on them. ``causal=False``: they attend bidirectionally (every real
-    item), as :func:`padding_mask` has it; the last real position attends every real item either
-    way. Only the final layer's dropout draws differ.
-    """
+    residual, LayerNorms and feed-forward are read at the M positions only, so they are computed there
+    only (BERT4Rec's Cloze loss reads the masked ~20%). Earlier layers run in full: the keys depend
+    on them. ``causal=False``: attention over every real item (:func:`padding_mask`); else a position
+    attends the real items up to itself. The same values as :meth:`SequenceEncoder.forward_all` read
+    at ``positions`` (tested, with gradients); only the final layer's dropout draws differ."""
     b, l, d = x.shape
     if len(layers) > 1:
         mask = causal_padding_mask(lengths, l) if causal else padding_mask(lengths, l)
         for layer in layers[:-1]:
             x = layer(x, mask)
-    last = layers[-1]
-    att = last.attention
-    h = att.n_heads
-    x_last = x[torch.arange(b, device=x.device), lengths - 1]  # (B, d)
-    q = att.query(x_last).view(b, 1, h, d // h).transpose(1, 2)
+    att = layers[-1].attention
+    h, m = att.n_heads, positions.shape[1]
+    x_at = torch.gather(x, 1, positions[:, :, None].expand(b, m, d))  # (B, M, d)
+    q = att.query(x_at).view(b, m, h, d // h).transpose(1, 2)
     k = att.key(x).view(b, l, h, d // h).transpose(1, 2)
     v = att.value(x).view(b, l, h, d // h).transpose(1, 2)
-    # the last real position attends every real position (causal + padding mask, one query row)
-    key_mask = (torch.arange(l, device=x.device)[None, :] < lengths[:, None]).view(b, 1, 1, l)
-    ctx = attention(q, k, v, key_mask, att.attn_dropout if att.training else 0.0)
-    out = att.norm(att.out_dropout(att.dense(ctx.transpose(1, 2).reshape(b, d))) + x_last)
-    return last.ffn(out)
+    keys = torch.arange(l, device=x.device)
+    key_mask = keys[None, None, :] < lengths.clamp(min=1)[:, None, None]  # (B, 1, L): real items
+    if causal:
+        key_mask = key_mask & (keys[None, None, :] <= positions[:, :, None])  # (B, M, L)
+    ctx = attention(q, k, v, key_mask[:, None], att.attn_dropout if att.training else 0.0)
+    out = att.norm(att.out_dropout(att.dense(ctx.transpose(1, 2).reshape(b, m, d))) + x_at)
+    return layers[-1].ffn(out)
 
 
 # History-length buckets <=2, 3-4, 5-8, 9-16, 17-32, 33+: a batch's histories are encoded bucket by

@@ -37,6 +37,9 @@ Differences from the release, on purpose (each keeps the objective's function):
   padded pass on a GPU (``models.encoder.encoder_passes``), with the encoder's bidirectional mask
   (``forward_all(..., causal=False)``: every position attends every real item): padding then changes
   no value;
+* segment prediction reads each pass at the last real item only, so the final layer is computed
+  there only (``S3RecPretrainTask.last_states``): the same values, 1.32x less CPU per Online Retail
+  pre-training step (results/speed/read_positions_online_retail.md);
 * MIP's negative is any item not in the history; the release's sampler can also draw its own
   [mask] index;
 * AAP/MAP score the real items only (the release also scores the padding row, label 0);

@@ -242,11 +242,25 @@ class ClozeBatching:
         reprs, targets = [], []
         for g in encoder_passes(lens, device, self.one_pass):
             width = int(lens[g].max())
-            out = model.bidirectional_outputs(torch.from_numpy(inputs[g, :width]).to(device), torch.from_numpy(lens[g]).to(device))
             m = mask[g, :width]
-            reprs.append(out[torch.from_numpy(m).to(device)])
+            positions, picked = masked_positions(m)  # the final layer runs at the masked positions only
+            out = model.bidirectional_outputs_at(torch.from_numpy(inputs[g, :width]).to(device), torch.from_numpy(lens[g]).to(device),
+                                                 torch.from_numpy(positions).to(device))
+            reprs.append(out[torch.from_numpy(picked).to(device)])
             targets.append(torch.from_numpy(seqs[g, :width][m]))
         return cross_entropy_over_items(model, reprs, targets, table, device), int(mask.sum())
+
+
+def masked_positions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, W) bool -> (positions (B, M) int64, valid (B, M) bool), M = the most True in a row (>= 1):
+    row r's True columns in order, then 0 as filler. ``outputs_at(positions)[valid]`` lists the same
+    positions in the same (row-major) order as ``outputs[mask]``."""
+    counts = mask.sum(1)
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    valid = np.arange(width)[None, :] < counts[:, None]
+    positions = np.zeros(valid.shape, dtype=np.int64)
+    positions[valid] = np.nonzero(mask)[1]
+    return positions, valid
 
 
 class ClozePrefixBatching(ClozeBatching):
