@@ -173,7 +173,10 @@ def test_time_limit_stops_and_checkpoints(domains, tmp_path):
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_last_position_encoding_equals_the_model_and_its_gradients(causal):
+@pytest.mark.parametrize("read", ["last position", "chosen positions"])
+def test_the_final_layer_at_read_positions_equals_every_positions_outputs_there_with_gradients(causal, read):
+    """forward_last (training and pre-training read the last real item) and forward_at (BERT4Rec's
+    Cloze reads the masked positions) compute the final layer there only: the same values and gradients."""
     import torch
 
     from unisrec.models.unisrec import UniSRec
@@ -185,30 +188,13 @@ def test_last_position_encoding_equals_the_model_and_its_gradients(causal):
     lengths[0] = 1
     seqs = torch.randint(1, 30, (64, 20)) * (torch.arange(20)[None, :] < lengths[:, None])
     everywhere = model.encoder.forward_all(table[seqs], lengths, causal)  # every layer at every position
-    ref = everywhere[torch.arange(len(seqs)), lengths - 1]
-    got = model.encoder.forward_last(table[seqs], lengths, causal)  # the path training and pre-training use
-    assert torch.allclose(ref, got, atol=1e-5)
-    g_ref = torch.autograd.grad(ref.square().sum(), list(model.encoder.parameters()), allow_unused=True)
-    g_got = torch.autograd.grad(got.square().sum(), list(model.encoder.parameters()), allow_unused=True)
-    for a, b in zip(g_ref, g_got):
-        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-4)
-
-
-@pytest.mark.parametrize("causal", [True, False])
-def test_outputs_at_chosen_positions_equal_every_positions_outputs_there_with_gradients(causal):
-    import torch
-
-    from unisrec.models.unisrec import UniSRec
-
-    torch.manual_seed(1)
-    model = UniSRec(small_model(text_dim=8, hidden_dropout=0.0, attn_dropout=0.0)).train()
-    table = torch.randn(30, 32)
-    lengths = torch.randint(1, 13, (16,))
-    seqs = torch.randint(1, 30, (16, 12)) * (torch.arange(12)[None, :] < lengths[:, None])
-    positions = (torch.rand(16, 5) * lengths[:, None]).long()  # any real positions, repeats allowed
-    everywhere = model.encoder.forward_all(table[seqs], lengths, causal)
-    ref = torch.gather(everywhere, 1, positions[:, :, None].expand(16, 5, everywhere.shape[-1]))
-    got = model.encoder.forward_at(table[seqs], lengths, positions, causal)
+    if read == "last position":
+        ref = everywhere[torch.arange(len(seqs)), lengths - 1]
+        got = model.encoder.forward_last(table[seqs], lengths, causal)
+    else:
+        positions = (torch.rand(64, 5) * lengths[:, None]).long()  # any real positions, repeats allowed
+        ref = torch.gather(everywhere, 1, positions[:, :, None].expand(64, 5, everywhere.shape[-1]))
+        got = model.encoder.forward_at(table[seqs], lengths, positions, causal)
     assert torch.allclose(ref, got, atol=1e-5)
     params = list(model.encoder.parameters())
     for a, b in zip(torch.autograd.grad(ref.square().sum(), params, allow_unused=True),
