@@ -499,15 +499,19 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
 
     pending = list(todo)
     running: list[tuple[subprocess.Popen, Cell, str, Any]] = []
+
+    def abandon_pending() -> None:
+        for cell, _ in pending:
+            records[cell.name]["status"] = "not started"
+        pending.clear()
+
     # a SIGTERM / Ctrl-C: start no further cell, pass it on to the running workers (each finishes its
     # step and writes its resume state) and wait for them, so nothing is left writing after we exit
     passed_on = False
     with StopOnSignal("no further cell starts; the running ones write their resume state first") as stop:
         while pending or running:
             if stop.signum is not None and not passed_on:
-                for cell, _ in pending:
-                    records[cell.name]["status"] = "not started"
-                pending.clear()
+                abandon_pending()
                 for proc, *_ in running:
                     proc.send_signal(signal.SIGTERM)  # a worker that got the Ctrl-C too ignores it
                 passed_on = True
@@ -524,8 +528,7 @@ def _run_cells(todo: list[tuple[Cell, str]], records: dict[str, dict[str, Any]],
                         done(cell, state, str(exc))
                     except Stopped:
                         done(cell, state, None, stopped=True)
-                        for rest, _ in pending:
-                            records[rest.name]["status"] = "not started"
+                        abandon_pending()
                         raise
                     continue
                 running.append(_start_worker(cell, state, records[cell.name]["command"], threads, finalize))

@@ -299,16 +299,20 @@ class S3RecPretrainTask:
                  + cfg.sp_weight * losses["sp"]) / len(idx)
         return total, len(idx), {k: float(v.detach()) / len(idx) for k, v in losses.items()}
 
-    def encode(self, seqs: np.ndarray, lens: np.ndarray, table: torch.Tensor) -> list[tuple[np.ndarray, torch.Tensor]]:
-        """Bidirectional outputs of left-aligned histories in length groups: [(rows, (b, w, d) outputs)],
-        each group trimmed to its own longest history (callers pick the positions they need)."""
+    def by_length(self, seqs: np.ndarray, lens: np.ndarray, table: torch.Tensor, forward: Any) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """``forward(embedded, lengths)`` over left-aligned histories in length groups: [(rows, output)],
+        each group trimmed to its own longest history (``models.encoder.encoder_passes``)."""
         out = []
         for g in encoder_passes(lens, self.device):
             width = int(lens[g].max())
             seq = torch.from_numpy(seqs[g, :width]).to(self.device)
-            lengths = torch.from_numpy(lens[g]).to(self.device)
-            out.append((g, self.model.encoder.forward_all(table[seq], lengths, causal=False)))  # bidirectional
+            out.append((g, forward(table[seq], torch.from_numpy(lens[g]).to(self.device))))
         return out
+
+    def encode(self, seqs: np.ndarray, lens: np.ndarray, table: torch.Tensor) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """Bidirectional outputs of left-aligned histories in length groups: [(rows, (b, w, d) outputs)]
+        (callers pick the positions they need)."""
+        return self.by_length(seqs, lens, table, lambda x, n: self.model.encoder.forward_all(x, n, causal=False))
 
     def losses(self, batch: PretrainBatch, hist: np.ndarray, lens: np.ndarray) -> dict[str, torch.Tensor]:
         """The four objectives (sums) of one step."""
@@ -340,13 +344,8 @@ class S3RecPretrainTask:
         (the same order for every ``seqs`` of the same ``lens``). SP's three passes read only that
         position, so the final layer is computed there only (``SequenceEncoder.forward_last``): the
         same values as :meth:`encode` read there, less work; only the final layer's dropout draws differ."""
-        parts = []
-        for g in encoder_passes(lens, self.device):
-            width = int(lens[g].max())
-            seq = torch.from_numpy(seqs[g, :width]).to(self.device)
-            lengths = torch.from_numpy(lens[g]).to(self.device)
-            parts.append(self.model.encoder.forward_last(table[seq], lengths, causal=False))
-        return torch.cat(parts)
+        return torch.cat([h for _, h in self.by_length(seqs, lens, table,
+                                                      lambda x, n: self.model.encoder.forward_last(x, n, causal=False))])
 
     def validate(self) -> None:
         return None
