@@ -199,6 +199,42 @@ def test_reconstruction_is_teacher_forced_from_the_gur_with_a_sampled_softmax():
 
 
 # ------------------------------------------------------------------------------ overlap path
+def test_the_cdsrec_decoder_attends_to_each_prefixs_gur_and_never_to_the_future():
+    from unisrec.models.encoder import attention
+    from unisrec.models.recguru import GURAttention
+
+    torch.manual_seed(0)
+    enc = EncoderConfig(hidden_size=16, inner_size=16, n_heads=2, hidden_dropout=0.0, attn_dropout=0.0, max_seq_length=8)
+    model = RecGURU(RecGURUConfig(num_items=30, encoder=enc)).eval()
+    seqs = torch.tensor([[3, 4, 5, 6, 7, 8, 9], [7, 1, 2, 9, 10, 0, 0], [2, 2, 5, 0, 0, 0, 0]])
+    lens = torch.tensor([7, 5, 3])
+    table = model.item_embedding.weight
+    every = model.position_representations(seqs, lens, table)
+    # last-item batching and evaluation read the same function at the last position
+    assert torch.allclose(model.sequence_representation(seqs, lens), every[torch.arange(3), lens - 1], atol=1e-6)
+    # by hand: the GURU encoder's causal outputs are the GURs the decoder's positions attend to
+    gur = model.encoder.forward_all(table[seqs], lens)
+    assert torch.allclose(every, model.recommender(table[seqs], lens, gur), atol=1e-6)
+    # output j never sees items after j (through its own attention or through the GUR)
+    changed = seqs.clone()
+    changed[0, 4] = 20
+    after = model.position_representations(changed, lens, table)
+    assert torch.equal(after[0, :4], every[0, :4]) and not torch.allclose(after[0, 4:], every[0, 4:])
+    # the GUR attention is attention over a memory of the GUR repeated (the release's), computed directly
+    layer = GURAttention(16, 0.0, 1e-12).eval()
+    x, g = torch.randn(2, 5, 16), torch.randn(2, 5, 16)
+    q = torch.randn(2, 1, 5, 16)
+    memory_v = layer.value(g)[:, None, :, None, :].expand(2, 1, 5, 4, 16).reshape(2 * 5, 1, 4, 16)  # 4 copies per position
+    keys = torch.randn(16)[None, None, None, :].expand(2 * 5, 1, 4, 16)  # identical keys
+    ctx = attention(q.reshape(2 * 5, 1, 1, 16), keys, memory_v, torch.ones(1, 1, 1, 4, dtype=torch.bool)).reshape(2, 5, 16)
+    assert torch.allclose(layer(x, g), layer.norm(layer.dense(ctx) + x), atol=1e-5)
+    # the control without the unit scores the GUR itself: SASRec's shape
+    control = RecGURU(RecGURUConfig(num_items=30, cdsrec=False, encoder=enc)).eval()
+    assert not hasattr(control, "recommender")
+    assert torch.allclose(control.position_representations(seqs, lens, control.item_embedding.weight),
+                          control.encoder.forward_all(control.item_embedding.weight[seqs], lens))
+
+
 def test_overlapping_users_are_linked_by_raw_id_and_feed_the_overlap_loss(shop, tmp_path, capsys):
     from unisrec.cli import main
 
@@ -237,9 +273,11 @@ def test_trains_with_a_source_beyond_popularity_evaluates_and_resumes_exactly(sh
     assert metrics["test"]["recall@10"] > pop["recall@10"] + 0.25 and metrics["test"]["ndcg@10"] > 2 * pop["ndcg@10"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "recguru" and cfg["training"]["source"] == [str(shop / "overlap")]
-    # the model directory holds the target recommender alone: SASRec's tensors, no source table/decoder/discriminator
+    # the model directory holds the target recommender alone (ID table, GURU encoder, CDSRec decoder): no source
+    # table, autoencoder decoder or discriminator
     weights = load_file(str(out / "model.safetensors"))
-    assert all(k.startswith(("item_embedding.", "encoder.")) for k in weights)
+    assert all(k.startswith(("item_embedding.", "encoder.", "recommender.")) for k in weights)
+    assert any(k.startswith("recommender.layers.1.gur_attention.") for k in weights)
     assert weights["item_embedding.weight"].shape[0] == 41
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json"]) == 0

@@ -18,19 +18,27 @@ the code each part was checked against):
 * **Overlapping users** (:func:`overlap_loss`): the GURs of one person's sequences in two domains are
   pulled together (mean squared error, the release's ``l2_constraint``). Used where users overlap
   (``link_users``: same raw user id), not required.
-* **Next-item objective on the target**: the GUR of a target history scored against the target's
-  item table, cross-entropy over all items (the shared protocol's loss and batching).
+* **CDSRec unit** (:class:`CDSRecDecoder`, the release's ``recommend_a/b``): the target's recommender, a
+  causal Transformer decoder over the history's items that also attends to the GUR; its output is
+  scored against the target's item table, cross-entropy over all items (the shared protocol's loss and
+  batching) -- the **next-item objective on the target**.
 
 How the user representation of a test history is formed: the target history's item IDs -> the
-target's ID table -> the shared GURU encoder -> its output at the last item (the GUR) -> dot product
-with every target item's ID embedding. So a trained RecGURU *is* a SASRec-shaped model of the target
-(``item_embedding`` + ``encoder``); the source tables, decoders and discriminator are training-only
-parameters (:class:`RecGURUHeads`) and are not in the model directory.
+target's ID table -> the shared GURU encoder (the GUR of every prefix) -> the CDSRec decoder over the
+same items, each position attending to its prefix's GUR -> its output at the last item -> dot product
+with every target item's ID embedding. A trained RecGURU is the target's ``item_embedding`` +
+``encoder`` + ``recommender``; the source tables, autoencoder decoders and discriminator are
+training-only parameters (:class:`RecGURUHeads`) and are not in the model directory.
 
 Adapted, on purpose (docs/training.md "Baselines: RecGURU and CCDR"):
 
-* the paper's CDSRec unit (a recommendation decoder that attends to the GUR) is not built: the GUR
-  itself is scored, so the next-item loss trains the GURU encoder directly;
+* the GUR a decoder position attends to is that of its own prefix (the encoder is causal), so every
+  output sees only the items before its target, in last-item and every-position batching alike (the
+  release's decoder attends to the GUR of the whole input sequence);
+* ``cdsrec=False`` scores the GUR itself instead (no recommendation decoder: the next-item loss then
+  trains the GURU encoder directly) -- this project's first adaptation, kept as a control. Measured on
+  Online Retail it holds the next-item objective back: the GUR must then both summarise a session of up
+  to 50 items for the reconstruction and predict its next item (results/table3/recguru_probe_online_retail.md);
 * the adversarial game is played in one optimizer step: the discriminator's loss sees detached GURs,
   the encoder's loss a detached copy of the discriminator (simultaneous updates), instead of the
   release's alternating updates with 5 discriminator steps (and, in its later code, a WGAN-GP critic);
@@ -56,7 +64,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, encoder_passes, init_weights
+from unisrec.models.dropout import Dropout
+from unisrec.models.encoder import (
+    EncoderConfig,
+    FeedForward,
+    SelfAttention,
+    SequenceEncoder,
+    causal_padding_mask,
+    check_sizes,
+    encoder_passes,
+    init_weights,
+)
 from unisrec.models.sasrec import SASRec
 from unisrec.training.joint import DomainSequences, JointTask, encode_last, gather_rows, link_users
 
@@ -70,6 +88,9 @@ class RecGURUConfig:
     overlap_weight: float = field(default=1.0, metadata={"help": "weight of the overlapping users' GUR distance (release: 1)"})
     domain_batch_size: int = field(default=256, metadata={"help": "users drawn per domain per step for the cross-domain losses"})
     reconstruction_negatives: int = field(default=100, metadata={"help": "uniform negatives of the reconstruction's sampled softmax (shared by a step's positions)"})
+    cdsrec: bool = field(default=True, metadata={
+        "help": "recommend through the paper's CDSRec unit (a causal decoder over the items attending to the GUR); "
+        "false = score the GUR itself (a control)"})
     link_users: bool = field(default=True, metadata={
         "help": "treat a target and a source user with the same raw user id as one person (overlap loss); "
         "only for datasets sharing an id space"})
@@ -147,12 +168,88 @@ def overlap_loss(target_gur: torch.Tensor, source_gur: torch.Tensor) -> torch.Te
     return F.mse_loss(target_gur, source_gur)
 
 
+class GURAttention(nn.Module):
+    """The CDSRec decoder's encoder-decoder attention, whose memory is one vector: the GUR.
+
+    The release repeats the GUR along the memory, so every key is the same and every position's attention
+    weights are uniform: the sub-layer's output is the value projection of the GUR, through the output
+    projection, dropout, the residual and LayerNorm. That is computed directly (the query and key
+    projections cannot change it and are not built; dropout on uniform attention weights is not drawn)."""
+
+    def __init__(self, hidden_size: int, hidden_dropout: float, eps: float):
+        super().__init__()
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out_dropout = Dropout(hidden_dropout)
+        self.norm = nn.LayerNorm(hidden_size, eps=eps)
+
+    def forward(self, x: torch.Tensor, gur: torch.Tensor) -> torch.Tensor:
+        """x (B, L, d) decoder states; gur (B, L, d): the GUR each position attends to."""
+        return self.norm(self.out_dropout(self.dense(self.value(gur))) + x)
+
+
+class CDSRecLayer(nn.Module):
+    """A Transformer decoder layer: causal self-attention, attention to the GUR, feed-forward."""
+
+    def __init__(self, c: EncoderConfig):
+        super().__init__()
+        self.attention = SelfAttention(c.hidden_size, c.n_heads, c.attn_dropout, c.hidden_dropout, c.layer_norm_eps)
+        self.gur_attention = GURAttention(c.hidden_size, c.hidden_dropout, c.layer_norm_eps)
+        self.ffn = FeedForward(c.hidden_size, c.inner_size, c.hidden_dropout, c.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, gur: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.gur_attention(self.attention(x, mask), gur))
+
+
+class CDSRecDecoder(nn.Module):
+    """RecGURU's CDSRec unit, the target's recommender: item vectors + learned positions, LayerNorm and
+    dropout (as the encoder's Eq. (6)), then decoder layers (:class:`CDSRecLayer`) whose position j
+    attends causally to items 0..j and to ``gur[:, j]``, the GUR of the prefix ending at j."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.position_embedding = nn.Embedding(config.max_seq_length, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(CDSRecLayer(config) for _ in range(config.n_layers))
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, item_repr: torch.Tensor, lengths: torch.Tensor, gur: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) items and (B, L, d) per-prefix GURs -> (B, L, d) outputs; output j sees items 0..j only."""
+        x = self.dropout(self.norm(item_repr + self.position_embedding.weight[: item_repr.shape[1]].unsqueeze(0)))
+        mask = causal_padding_mask(lengths, x.shape[1])
+        for layer in self.layers:
+            x = layer(x, mask, gur)
+        return x
+
+
 # ----------------------------------------------------------------------------- the model
 class RecGURU(SASRec):
-    """The target recommender: the target's ID table + the shared GURU encoder (scores as SASRec's)."""
+    """The target recommender: the target's ID table, the shared GURU encoder and the CDSRec decoder
+    (``cdsrec=False``: the GUR itself is scored, a SASRec-shaped model)."""
 
     model_type = "recguru"
     config_class = RecGURUConfig
+
+    def __init__(self, config: RecGURUConfig):
+        super().__init__(config)  # type: ignore[arg-type]
+        if config.cdsrec:
+            self.recommender = CDSRecDecoder(config.encoder)
+
+    def position_representations(self, item_seq: torch.Tensor, lengths: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """(B, L, d): row j recommends after the prefix ending at j (the CDSRec decoder's output there)."""
+        items = item_table[item_seq]
+        gur = self.encoder.forward_all(items, lengths)
+        return self.recommender(items, lengths, gur) if self.config.cdsrec else gur
+
+    def sequence_representation(self, item_seq: torch.Tensor, lengths: torch.Tensor,
+                                item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d): the recommendation after each whole history (its last real position)."""
+        if not self.config.cdsrec:
+            return super().sequence_representation(item_seq, lengths, item_table)
+        table = self.item_embedding.weight if item_table is None else item_table
+        out = self.position_representations(item_seq, lengths, table)
+        return out[torch.arange(len(out), device=out.device), lengths.clamp(min=1) - 1]
 
     def joint_task(self, target: Any, sources: list[Any], train: Any, device: torch.device) -> "RecGURUTask":
         """Joint training on ``sources`` and ``target`` (``unisrec train recguru TARGET --source DIR``)."""
