@@ -29,6 +29,12 @@ models.encoder.attention's written-out CPU training path (``--twin-cells``, same
     python benchmarks/precision_page.py results/precision/cells --what attention \
         --twin-cells results/speed/cells_attention_scientific --out results/speed/attention_scientific
 
+``--what read-positions`` pairs cells trained with the final Transformer layer at every position with the same
+cells trained with it only where the loss reads it (``--twin-cells``, same labels):
+
+    python benchmarks/precision_page.py results/table3/cells_scientific --what read-positions \
+        --twin-cells results/speed/cells_read_positions_scientific --out results/speed/read_positions_scientific
+
 ``--what pre-training`` reads configs/benchmarks/pretrain_precision.yaml's tree instead, where the twin was
 fine-tuned (in float32) from a checkpoint *pre-trained* in bfloat16; ``--pretrain-curves F32_DIR BF16_DIR``
 adds the two pre-training runs' epoch losses and times (their ``training_log.jsonl``):
@@ -123,11 +129,17 @@ INTRO = {
                   "(the cells trained before the change, with torch's dropout) and with models.encoder.attention, which "
                   "writes attention out when training on a CPU with attention dropout (the same function: the fused call's "
                   "CPU fallback arithmetic in float32, models.dropout's masks on the attention weights; other draws)."),
+    "read-positions": ("# The final layer at every position vs only where the loss reads it, at convergence (Scientific)",
+                       "Each pair: the same model, options and seeds, trained to early stopping with the final Transformer "
+                       "layer computed at every position and then read (the cells trained before the change) and computed only "
+                       "at the positions the loss reads (models.encoder.layers_at_positions: S3-Rec's segment-prediction passes "
+                       "at the last item, BERT4Rec's Cloze loss at the masked positions; the same function, other dropout draws)."),
 }
 # --what: (the twin's label suffix, the reference's name, the twin's name)
 SIDES = {"training": (SUFFIX, "float32", "bfloat16"), "pre-training": (SUFFIX, "float32", "bfloat16"),
          "dropout": (" (dropout masks)", "torch dropout", "our masks"),
-         "attention": (" (written-out attention)", "fused call", "written out")}
+         "attention": (" (written-out attention)", "fused call", "written out"),
+         "read-positions": (" (read positions)", "every position", "read positions")}
 
 
 def curve_lines(dirs: list[str]) -> list[str]:
