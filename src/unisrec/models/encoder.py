@@ -231,12 +231,18 @@ def layers_at_positions(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.T
     on them. ``causal=False``: attention over every real item (:func:`padding_mask`); else a position
     attends the real items up to itself. The same values as :meth:`SequenceEncoder.forward_all` read
     at ``positions`` (tested, with gradients); only the final layer's dropout draws differ."""
-    b, l, d = x.shape
     if len(layers) > 1:
-        mask = causal_padding_mask(lengths, l) if causal else padding_mask(lengths, l)
+        mask = causal_padding_mask(lengths, x.shape[1]) if causal else padding_mask(lengths, x.shape[1])
         for layer in layers[:-1]:
             x = layer(x, mask)
-    att = layers[-1].attention
+    return layers[-1].ffn(attention_at_positions(layers[-1].attention, x, lengths, positions, causal))
+
+
+def attention_at_positions(att: "SelfAttention", x: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor,
+                           causal: bool = True) -> torch.Tensor:
+    """A self-attention sub-layer (with its residual and LayerNorm) over (B, L, d) inputs ``x``, computed
+    for the queries at ``positions`` (B, M) only: (B, M, d). Keys and values come from every position."""
+    b, l, d = x.shape
     h, m = att.n_heads, positions.shape[1]
     x_at = torch.gather(x, 1, positions[:, :, None].expand(b, m, d))  # (B, M, d)
     q = att.query(x_at).view(b, m, h, d // h).transpose(1, 2)
@@ -247,8 +253,7 @@ def layers_at_positions(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.T
     if causal:
         key_mask = key_mask & (keys[None, None, :] <= positions[:, :, None])  # (B, M, L)
     ctx = attention(q, k, v, key_mask[:, None], att.attn_dropout if att.training else 0.0)
-    out = att.norm(att.out_dropout(att.dense(ctx.transpose(1, 2).reshape(b, m, d))) + x_at)
-    return layers[-1].ffn(out)
+    return att.norm(att.out_dropout(att.dense(ctx.transpose(1, 2).reshape(b, m, d))) + x_at)
 
 
 # History-length buckets <=2, 3-4, 5-8, 9-16, 17-32, 33+: a batch's histories are encoded bucket by

@@ -70,6 +70,7 @@ from unisrec.models.encoder import (
     FeedForward,
     SelfAttention,
     SequenceEncoder,
+    attention_at_positions,
     causal_padding_mask,
     check_sizes,
     encoder_passes,
@@ -214,13 +215,21 @@ class CDSRecDecoder(nn.Module):
         self.layers = nn.ModuleList(CDSRecLayer(config) for _ in range(config.n_layers))
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
-    def forward(self, item_repr: torch.Tensor, lengths: torch.Tensor, gur: torch.Tensor) -> torch.Tensor:
-        """(B, L, d) items and (B, L, d) per-prefix GURs -> (B, L, d) outputs; output j sees items 0..j only."""
+    def forward(self, item_repr: torch.Tensor, lengths: torch.Tensor, gur: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, d) items and (B, L, d) per-prefix GURs -> (B, L, d) outputs; output j sees items 0..j only.
+        ``last_only``: (B, d), the output at each history's last real item, the final layer computed there only
+        (as ``models.encoder.layers_at_last_position``: the same values, less work)."""
         x = self.dropout(self.norm(item_repr + self.position_embedding.weight[: item_repr.shape[1]].unsqueeze(0)))
         mask = causal_padding_mask(lengths, x.shape[1])
-        for layer in self.layers:
+        for layer in self.layers[:-1] if last_only else self.layers:
             x = layer(x, mask, gur)
-        return x
+        if not last_only:
+            return x
+        last = (lengths.clamp(min=1) - 1)[:, None]  # (B, 1)
+        final = self.layers[-1]
+        states = attention_at_positions(final.attention, x, lengths, last)
+        gur_last = torch.gather(gur, 1, last[:, :, None].expand(-1, -1, gur.shape[-1]))
+        return final.ffn(final.gur_attention(states, gur_last))[:, 0]
 
 
 # ----------------------------------------------------------------------------- the model
@@ -247,9 +256,8 @@ class RecGURU(SASRec):
         """(B, d): the recommendation after each whole history (its last real position)."""
         if not self.config.cdsrec:
             return super().sequence_representation(item_seq, lengths, item_table)
-        table = self.item_embedding.weight if item_table is None else item_table
-        out = self.position_representations(item_seq, lengths, table)
-        return out[torch.arange(len(out), device=out.device), lengths.clamp(min=1) - 1]
+        items = self.item_embedding(item_seq) if item_table is None else item_table[item_seq]
+        return self.recommender(items, lengths, self.encoder.forward_all(items, lengths), last_only=True)
 
     def joint_task(self, target: Any, sources: list[Any], train: Any, device: torch.device) -> "RecGURUTask":
         """Joint training on ``sources`` and ``target`` (``unisrec train recguru TARGET --source DIR``)."""
