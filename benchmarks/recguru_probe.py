@@ -6,7 +6,8 @@
 
 Each variant is the spec's RecGURU cell (benchmarks/baseline_epoch_speed.py builds it as the benchmark
 does: same sources, batching, batch size, precision, seed), with the named ``RecGURUConfig`` fields
-overridden, trained for the first ``--steps`` steps of epoch 1 exactly as the loop trains it (Adam, the
+overridden (``domains=1``: the cross-domain losses over the target's own users only, as the release's
+last phase trains), trained for the first ``--steps`` steps of epoch 1 exactly as the loop trains it (Adam, the
 cell's precision, the same batches and domain draws), then validated (full ranking, valid NDCG@10).
 SASRec's cell runs the same steps beside them: the bar. Reported per variant: the mean next-item loss
 over each block of ``--block`` steps, each cross-domain loss's mean over the last block, and validation.
@@ -45,6 +46,9 @@ def run_variant(spec: str, dataset: str, label: str, overrides: dict[str, float]
 
     task, module, _, precision = b.build_tasks(spec, dataset, seed, 1, [label])[label]
     for key, value in overrides.items():
+        if key == "domains":  # the first N domains only (1 = the target's own autoencoder, no source)
+            task.domains = task.domains[: int(value)]
+            continue
         if not hasattr(task.model.config, key):
             raise SystemExit(f"{label} has no option {key}")
         setattr(task.model.config, key, type(getattr(task.model.config, key))(value))
