@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unisrec.data.dataset import Dataset
@@ -282,6 +282,15 @@ def test_trains_with_a_source_beyond_popularity_evaluates_and_resumes_exactly(sh
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == metrics["test"]
+    # a directory from before the CDSRec unit (no `cdsrec` recorded, no decoder weights) loads as the GUR-scored model
+    old = tmp_path / "before_cdsrec"
+    old.mkdir()
+    cfg_old = json.loads((out / "config.json").read_text())
+    del cfg_old["model"]["cdsrec"]
+    (old / "config.json").write_text(json.dumps(cfg_old))
+    save_file({k: v for k, v in weights.items() if not k.startswith("recommender.")}, str(old / "model.safetensors"))
+    loaded = RecGURU.from_pretrained(old)
+    assert loaded.config.cdsrec is False and not hasattr(loaded, "recommender")
     # exact resume: 2 epochs, then --resume to 3, logs the same third epoch as 3 epochs straight
     a, b = tmp_path / "a", tmp_path / "b"
     assert main([*args, "--output", str(a), "--epochs", "3"]) == 0
