@@ -238,7 +238,7 @@ def layers_at_positions(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.T
     return layers[-1].ffn(attention_at_positions(layers[-1].attention, x, lengths, positions, causal))
 
 
-def attention_at_positions(att: "SelfAttention", x: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor,
+def attention_at_positions(att: SelfAttention, x: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor,
                            causal: bool = True) -> torch.Tensor:
     """A self-attention sub-layer (with its residual and LayerNorm) over (B, L, d) inputs ``x``, computed
     for the queries at ``positions`` (B, M) only: (B, M, d). Keys and values come from every position."""

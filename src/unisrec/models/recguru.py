@@ -36,9 +36,9 @@ Adapted, on purpose (docs/training.md "Baselines: RecGURU and CCDR"):
   output sees only the items before its target, in last-item and every-position batching alike (the
   release's decoder attends to the GUR of the whole input sequence);
 * ``cdsrec=False`` scores the GUR itself instead (no recommendation decoder: the next-item loss then
-  trains the GURU encoder directly) -- this project's first adaptation, kept as a control. Measured on
-  Online Retail it holds the next-item objective back: the GUR must then both summarise a session of up
-  to 50 items for the reconstruction and predict its next item (results/table3/recguru_probe_online_retail.md);
+  trains the GURU encoder directly) -- this project's first build, kept as a control. On Online Retail
+  both forms learn the next item slowly, and the target's own autoencoder alone is enough to cause it
+  (results/table3/recguru_probe_online_retail.md; docs/training.md);
 * the adversarial game is played in one optimizer step: the discriminator's loss sees detached GURs,
   the encoder's loss a detached copy of the discriminator (simultaneous updates), instead of the
   release's alternating updates with 5 discriminator steps (and, in its later code, a WGAN-GP critic);
