@@ -1,11 +1,15 @@
-"""Why RecGURU barely learns the Online Retail target: its training steps with parts of its loss switched off.
+"""What a cross-domain model's losses do to its target's next-item learning: its first training steps with parts of
+its loss switched off (why RecGURU barely learned the Online Retail target).
 
-    python benchmarks/recguru_probe.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
+    python benchmarks/cross_domain_probe.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
         --steps 300 --variants 'full;adversarial_weight=0;cdsrec=0;cdsrec=0,reconstruction_weight=0' \
         --out results/table3/recguru_probe_online_retail
+    python benchmarks/cross_domain_probe.py configs/benchmarks/table3_online_retail.yaml online_retail_shuffled \
+        --model CCDR --steps 300 --variants 'full;intra_weight=0,inter_weight=0,source_weight=0' \
+        --out results/table3/ccdr_probe_online_retail
 
-Each variant is the spec's RecGURU cell (benchmarks/baseline_epoch_speed.py builds it as the benchmark
-does: same sources, batching, batch size, precision, seed), with the named ``RecGURUConfig`` fields
+Each variant is the spec's cell of ``--model`` (RecGURU, CCDR) (benchmarks/baseline_epoch_speed.py builds it as the benchmark
+does: same sources, batching, batch size, precision, seed), with the named fields of its model config
 overridden (``domains=1``: the cross-domain losses over the target's own users only, as the release's
 last phase trains), trained for the first ``--steps`` steps of epoch 1 exactly as the loop trains it (Adam, the
 cell's precision, the same batches and domain draws), then validated (full ranking, valid NDCG@10).
@@ -108,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     path = out.with_suffix(".json")
     result = json.loads(path.read_text()) if path.exists() else {"variants": {}}
-    result.update(title=f"{args.model} on {args.dataset}: which loss holds the next-item objective back",
+    result.update(title=f"{args.model} on {args.dataset}: what its cross-domain losses do to the next-item objective",
                   steps=args.steps, block=args.block, seed=args.seed,
-                  command="python benchmarks/recguru_probe.py " + " ".join(f"'{a}'" if ";" in a else a for a in (argv or sys.argv[1:])))
+                  command="python benchmarks/cross_domain_probe.py " + " ".join(f"'{a}'" if ";" in a else a for a in (argv or sys.argv[1:])))
     todo = [(args.bar, args.bar, {})] if args.bar else []
     todo += [(f"{args.model} {v}", args.model, parse_variant(v)) for v in args.variants.split(";")]
     for name, label, overrides in todo:
