@@ -85,3 +85,46 @@ def test_a_cross_domain_step_zeroes_a_table_sized_gradient_once_per_block_not_on
     # RecGURU uses the source table in one block (encode + reconstruction: one gather); CCDR in two
     # (its source next-item loss, and the intra-domain loss, whose two augmented views share one)
     assert fills <= (1 if name == "recguru" else 2), fills
+
+
+def test_a_signal_between_epochs_stops_a_task_with_extra_losses_cleanly(tmp_path):
+    """A SIGTERM during validation stops the run before the next epoch's first step; a joint task's
+    extra losses (RecGURU's, CCDR's) must not break that epoch's empty record (it crashed once)."""
+    import os
+    import signal
+
+    from torch import nn
+
+    from unisrec.errors import Stopped
+    from unisrec.training.distributed import DistContext
+    from unisrec.training.log import RunLog
+    from unisrec.training.loop import LoopSettings, train_loop
+    from unisrec.training.state import RunState, read_run_state
+
+    module = nn.Linear(2, 2)
+
+    class Task:
+        unit = "targets"
+        extra_names = ("next_item", "aux")
+
+        def batches(self, epoch):
+            return [0, 1, 2]
+
+        def step_loss(self, batch):
+            return (module.weight ** 2).sum(), 4, {"next_item": 1.0, "aux": 2.0}
+
+        def validate(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the end of a sitting, while validating
+            return {"ndcg@10": 0.1}
+
+        def checkpointed(self, run):
+            pass
+
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    run = RunState()
+    with pytest.raises(Stopped):
+        train_loop(Task(), module, optimizer, run, LoopSettings(epochs=5), DistContext(), RunLog(tmp_path, progress=False), tmp_path)
+    assert run.epoch == 1 and run.step_in_epoch == 0 and run.global_step == 3
+    records = RunLog(tmp_path).records()
+    assert [r["epoch"] for r in records] == [1] and records[0]["aux"] == 2.0
+    assert read_run_state(tmp_path) is not None

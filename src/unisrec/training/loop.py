@@ -217,8 +217,8 @@ def run_epoch(task: Any, optimizer: torch.optim.Optimizer, run: RunState, settin
             last_save = time.perf_counter()
     bar.close()
     finished = run.step_in_epoch >= total
-    if sums is None:
-        sums = torch.zeros(1, dtype=torch.float64)
+    if sums is None:  # no step (a signal before the first): the row's shape, [loss, *extras, examples]
+        sums = torch.zeros(2 + len(getattr(task, "extra_names", ())), dtype=torch.float64)
     return EpochResult(done, finished, stopped_by, time.perf_counter() - t0, sums)
 
 
