@@ -147,6 +147,36 @@ def test_finished_cell_trained_with_other_options_is_reported_stale_never_retrai
     assert "other options" not in render_markdown(build_report(runs))
 
 
+def test_a_field_an_older_directory_lacks_compares_as_the_value_the_model_names_for_it(grid, monkeypatch):
+    """A model whose field's default changed behaviour (RecGURU's ``cdsrec``) names, through
+    ``upgrade_config``, what older directories ran with: such a finished cell is stale even though the
+    spec leaves the option at its default, and the loader builds the older model from it."""
+    from unisrec.models.sasrec import SASRec
+
+    spec, runs, _, _ = grid
+    cfg_files = sorted(runs.glob("toy/SASRec/seed*/config.json"))
+    originals = {f: f.read_text() for f in cfg_files}
+    monkeypatch.setattr(runner, "train_cell", lambda *a, **k: pytest.fail("a finished cell was trained again"))
+    legacy = classmethod(lambda cls, recorded: recorded if "hidden_dropout" in recorded.get("encoder", {})
+                         else {**recorded, "encoder": {**recorded["encoder"], "hidden_dropout": 0.125}})
+    monkeypatch.setattr(SASRec, "upgrade_config", legacy)
+    try:
+        summary = runner.run_benchmark(spec, runs, threads=1, isolate=False, say=lambda s: None)
+        assert {c["status"] for c in summary["cells"] if c["model"] == "SASRec"} == {"skipped"}  # recorded: compared as is
+        for f in cfg_files:  # as a directory written before the field existed
+            stored = json.loads(f.read_text())
+            want = stored["model"]["encoder"].pop("hidden_dropout")
+            f.write_text(json.dumps(stored))
+        summary = runner.run_benchmark(spec, runs, threads=1, isolate=False, say=lambda s: None)
+        stale = {c["seed"]: c["message"] for c in summary["cells"] if c["model"] == "SASRec" and c["status"] == "stale"}
+        assert set(stale) == {1, 2} and all(m.endswith(f"hidden_dropout 0.125 -> {want}") for m in stale.values()), stale
+        assert SASRec.from_pretrained(cfg_files[0].parent).config.encoder.hidden_dropout == 0.125
+    finally:
+        for f, text in originals.items():
+            f.write_text(text)
+        runner.run_benchmark(spec, runs, threads=1, isolate=False, say=lambda s: None)  # restores the summary
+
+
 def test_interrupted_cell_resumes_in_a_subprocess(grid, toy, tmp_path):
     """A cell cut after epoch 1 (resume state, no metrics.json) is resumed, not restarted, and ends
     where the uninterrupted run of the same seed ended."""

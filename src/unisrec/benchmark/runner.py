@@ -142,15 +142,21 @@ def progress(cell_dir: Path) -> str:
     return ""
 
 
+def model_class(model: ModelEntry) -> Any:
+    """The model class a cell trains (fine-tuning and pre-training cells: UniSRec)."""
+    from unisrec.models import registry
+
+    return registry.get("unisrec" if model.is_finetune or model.is_pretrain else model.model).model_class
+
+
 def cell_configs(model: ModelEntry, seed: int, threads: int | None = None, epochs: int | None = None) -> tuple[Any, Any]:
     """(TrainConfig, model config) of a cell -- (PretrainConfig, UniSRecConfig) of a pre-training
     cell, checkpointed every epoch unless the spec says otherwise: the entry's options, the seed, no
     progress bar; ``threads`` / ``epochs`` override the spec when given."""
     from unisrec.config import load_configs
-    from unisrec.models import registry
     from unisrec.training.config import PretrainConfig, TrainConfig
 
-    config_class = registry.get("unisrec" if model.is_finetune or model.is_pretrain else model.model).config_class
+    config_class = model_class(model).config_class
     run_class = PretrainConfig if model.is_pretrain else TrainConfig
     # a campaign is cut between sittings: a cell killed mid-epoch resumes from at most 10 minutes back
     overrides = {"checkpoint_minutes": CELL_CHECKPOINT_MINUTES, **model.options, "seed": seed, "progress": False}
@@ -183,26 +189,32 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
     finished cell's ``config.json`` records with another value. Only options the spec names are
     compared: a default that changed since (e.g. the evaluation batch) does not make a cell stale. An
     option the cell's config.json does not record did not exist when it ran, so it ran as that
-    option's default (e.g. ``precision: bfloat16`` against a cell trained before the option: float32)."""
+    option's default (e.g. ``precision: bfloat16`` against a cell trained before the option: float32),
+    unless the model's ``upgrade_config`` names the value older code ran with: that value is compared
+    whether or not the spec names the option (RecGURU before its CDSRec unit: ``cdsrec False -> True``)."""
     import dataclasses
 
     try:
         stored = json.loads((cell.dir / "config.json").read_text())
         run = stored.get("training") or stored.get("pretraining", {}).get("config", {})
-        have = {**_leaves(stored.get("model", {})), **_leaves(run)}
+        recorded = stored.get("model", {})
     except (OSError, ValueError, AttributeError):
         return []  # no readable config.json: nothing to compare (metrics.json alone marks it finished)
     started_from = from_mismatch(cell, stored)
     if cell.model.trains_nothing:  # nothing trained, so no training option to differ
         return started_from
     train, config = cell_configs(cell.model, cell.seed, threads)
+    # a field the model fills in for older directories ran with that value, whatever today's default is
+    upgraded = model_class(cell.model).upgrade_config(recorded) if isinstance(recorded, dict) else {}
+    implied = [k for k in _leaves(upgraded) if k not in _leaves(recorded)]
+    have = {**_leaves(upgraded), **_leaves(run)}
 
     def leaves(train: Any, config: Any) -> dict[str, Any]:
         return json.loads(json.dumps({**_leaves(dataclasses.asdict(config)), **_leaves(dataclasses.asdict(train))}, default=str))
 
     wanted, default = leaves(train, config), leaves(type(train)(), type(config)())
     have = {**default, **have}  # what the config.json does not record ran as the default
-    keys = [k.replace("-", "_") for k in cell.model.options] + ["seed"]
+    keys = [k.replace("-", "_") for k in cell.model.options] + ["seed"] + implied
     return started_from + [f"{k} {have[k]!r} -> {wanted[k]!r}" for k in keys if k in have and k in wanted and have[k] != wanted[k]]
 
 

@@ -92,9 +92,18 @@ class SequentialRecommender(nn.Module):
         return save_checkpoint(self, path, self.model_type, self.config, extra)
 
     @classmethod
+    def upgrade_config(cls, recorded: dict[str, Any]) -> dict[str, Any]:
+        """The model config a directory's ``config.json`` records -> the one it ran with today. A field
+        added later is absent from older directories; where that field's default changed behaviour, a
+        model names the value the older code had here (the loader and the benchmark's staleness check
+        both read through this). Default: as recorded."""
+        return recorded
+
+    @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "SequentialRecommender":
         """Load a directory written by :meth:`save_pretrained`; ``overrides`` change config fields."""
         model_cfg, state = load_checkpoint(path, cls.model_type)
+        model_cfg = cls.upgrade_config(model_cfg)
         try:
             model = cls(config_from_dict(cls.config_class, {**model_cfg, **overrides}))
         except (TypeError, ValueError) as exc:

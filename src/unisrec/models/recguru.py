@@ -56,10 +56,7 @@ Adapted, on purpose (docs/training.md "Baselines: RecGURU and CCDR"):
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,7 +64,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisrec.models.checkpoint import CONFIG_NAME
 from unisrec.models.dropout import Dropout
 from unisrec.models.encoder import (
     EncoderConfig,
@@ -250,16 +246,10 @@ class RecGURU(SASRec):
             self.recommender = CDSRecDecoder(config.encoder)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "RecGURU":
-        """As every model's; a directory written before the CDSRec unit existed (its config records no
-        ``cdsrec``) holds a model that scored the GUR itself, so it loads as ``cdsrec=False``."""
-        try:
-            recorded = json.loads((Path(path) / CONFIG_NAME).read_text()).get("model", {})
-        except (OSError, ValueError, AttributeError):
-            recorded = {}  # the shared loader reports what is wrong with the file
-        if isinstance(recorded, dict) and "cdsrec" not in recorded:
-            overrides.setdefault("cdsrec", False)
-        return super().from_pretrained(path, **overrides)  # type: ignore[return-value]
+    def upgrade_config(cls, recorded: dict[str, Any]) -> dict[str, Any]:
+        """A directory written before the CDSRec unit existed (its config records no ``cdsrec``) holds a
+        model that scored the GUR itself: it ran, and loads, as ``cdsrec=False``."""
+        return recorded if "cdsrec" in recorded else {**recorded, "cdsrec": False}
 
     def position_representations(self, item_seq: torch.Tensor, lengths: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
         """(B, L, d): row j recommends after the prefix ending at j (the CDSRec decoder's output there)."""

@@ -171,6 +171,7 @@ class UniSRec(SequentialRecommender):
         """Load a directory written by :meth:`save_pretrained`; ``overrides`` change config fields
         (e.g. ``mode="transductive", num_items=N`` to add a fresh ID table when transferring)."""
         model_cfg, state = load_checkpoint(path, cls.model_type)
+        model_cfg = cls.upgrade_config(model_cfg)
         try:
             model = cls(config_from_dict(UniSRecConfig, {**model_cfg, **overrides}))
         except (TypeError, ValueError) as exc:
