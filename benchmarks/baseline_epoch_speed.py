@@ -31,6 +31,7 @@ def build_tasks(spec_path: str, dataset: str, seed: int, threads: int, only: lis
     from unisrec.benchmark.spec import load_spec
     from unisrec.models import registry
     from unisrec.training.config import TrainConfig
+    from unisrec.training.loop import resolve_precision
     from unisrec.training.supervised import SupervisedTask, build_model
 
     spec = load_spec(spec_path)
@@ -50,9 +51,10 @@ def build_tasks(spec_path: str, dataset: str, seed: int, threads: int, only: lis
         net.to(device)
         task = net.joint_task(ds, sources, train, device) if sources else SupervisedTask(net, ds, train, device)
         module = getattr(task, "module", net)
-        tasks[label] = (task, module, train.batching, train.precision)
+        precision = resolve_precision(train.precision, device)  # the page names what ran ("auto": this machine's pick)
+        tasks[label] = (task, module, train.batching, precision)
         if hasattr(net, "pretraining_task") and (pre := net.pretraining_task(ds, train, device)) is not None:
-            tasks[f"{label} (pre-training)"] = (pre, getattr(pre, "module", net), "pre-training", train.precision)
+            tasks[f"{label} (pre-training)"] = (pre, getattr(pre, "module", net), "pre-training", precision)
     return tasks
 
 

@@ -141,6 +141,10 @@ def test_finished_cell_trained_with_other_options_is_reported_stale_never_retrai
     stale = {(c["model"], c["seed"]): c["message"] for c in summary["cells"] if c["status"] == "stale"}
     assert set(stale) == {("SASRec", 1), ("SASRec", 2), ("UniSRec_t", 1), ("UniSRec_t", 2)}
     assert all(m.endswith("precision 'float32' -> 'bfloat16'") for m in stale.values()), stale
+    # "auto" is each machine's pick: a cell that ran in either precision was run as asked
+    auto = toy_spec(toy, options={**TINY, "precision": "auto"})
+    summary = runner.run_benchmark(auto, runs, threads=1, isolate=False, say=said.append)
+    assert {c["status"] for c in summary["cells"] if c["model"] != "Later"} == {"skipped"}
     # the spec the cells were trained with: skipped again, nothing flagged (restores the summary for later tests)
     summary = runner.run_benchmark(spec, runs, threads=1, isolate=False, say=said.append)
     assert {c["status"] for c in summary["cells"] if c["model"] != "Later"} == {"skipped"}

@@ -141,3 +141,53 @@ def test_bfloat16_pretraining_lowers_the_loss_and_writes_float32_weights(domains
     losses = [e["loss_si"] for e in summary["epochs"]]
     assert losses[-1] < 0.8 * losses[0]
     assert {t.dtype for t in load_file(str(tmp_path / "o" / "model.safetensors")).values()} == {torch.float32}
+
+
+def test_the_native_bfloat16_probe_agrees_with_the_cpus_own_flags():
+    """`auto` stands on this probe: on Linux the kernel's flags say whether the CPU multiplies bfloat16."""
+    from pathlib import Path
+
+    from unisrec.training.loop import native_bfloat16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to compare with")
+    flags = set(cpuinfo.read_text().split())
+    assert native_bfloat16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_the_device_multiplies_it_natively(native, monkeypatch):
+    from unisrec.training import loop
+
+    monkeypatch.setattr(loop, "native_bfloat16", lambda device: native)
+    cpu = torch.device("cpu")
+    said = []
+    assert loop.resolve_precision("auto", cpu, said.append) == ("bfloat16" if native else "float32")
+    assert loop.resolve_precision("float32", cpu, said.append) == "float32"
+    assert said == []
+    with loop.step_precision(cpu, "auto"):
+        assert torch.is_autocast_enabled("cpu") is native
+    # asked for explicitly, bfloat16 is kept -- with a warning where it is emulated (many times slower)
+    assert loop.resolve_precision("bfloat16", cpu, said.append) == "bfloat16"
+    if native:
+        assert said == []
+    else:
+        assert len(said) == 1 and "emulated" in said[0]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_auto_run_records_the_precision_each_epoch_ran_in(native, shops, tmp_path, monkeypatch, capsys):
+    from unisrec.cli import main
+    from unisrec.training import loop
+
+    monkeypatch.setattr(loop, "native_bfloat16", lambda device: native)
+    out = tmp_path / "auto"
+    assert main(["train", "sasrec", str(shops / "target"), "--output", str(out), "--batch-size", "64", "--progress", "false",
+                 "--threads", "1", "--hidden-size", "16", "--inner-size", "16", "--epochs", "2", "--batching", "every-position",
+                 "--precision", "auto"]) == 0
+    ran = "bfloat16" if native else "float32"
+    assert json.loads((out / "config.json").read_text())["training"]["precision"] == "auto"  # what was asked
+    epochs = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert [e["precision"] for e in epochs] == [ran, ran]  # what ran
+    assert f"precision auto: {ran}" in capsys.readouterr().out

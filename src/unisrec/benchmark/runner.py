@@ -215,7 +215,9 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
     wanted, default = leaves(train, config), leaves(type(train)(), type(config)())
     have = {**default, **have}  # what the config.json does not record ran as the default
     keys = [k.replace("-", "_") for k in cell.model.options] + ["seed"] + implied
-    return started_from + [f"{k} {have[k]!r} -> {wanted[k]!r}" for k in keys if k in have and k in wanted and have[k] != wanted[k]]
+    # "auto" (device, precision) is each machine's own pick: a cell that ran with either choice was run as asked
+    return started_from + [f"{k} {have[k]!r} -> {wanted[k]!r}" for k in keys
+                           if k in have and k in wanted and have[k] != wanted[k] and wanted[k] != "auto"]
 
 
 def from_mismatch(cell: Cell, stored: dict[str, Any]) -> list[str]:

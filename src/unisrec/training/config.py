@@ -13,10 +13,12 @@ from typing import Literal, get_args
 from unisrec.errors import UserError
 
 Batching = Literal["last-item", "every-position", "cloze", "cloze-prefix"]
-Precision = Literal["float32", "bfloat16"]
+Precision = Literal["float32", "bfloat16", "auto"]
 PRECISION_HELP = ("float32 (the paper's) or bfloat16: each step's forward pass under autocast (matrix products in "
                   "bfloat16; weights, optimizer state, validation and test stay float32): 1.3-2.1x faster epochs on "
-                  "CPUs with AVX512-BF16 (measured) or AMX and on recent GPUs, slower on CPUs without (docs/training.md \"Precision\")")
+                  "CPUs with AVX512-BF16 (measured) or AMX and on recent GPUs, ~19x slower products on CPUs without "
+                  "(measured on AVX2); auto = bfloat16 where the device multiplies it natively, else float32, decided "
+                  "on each machine a run (or its resumed part) trains on (docs/training.md \"Precision\")")
 
 
 @dataclass

@@ -34,6 +34,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -123,9 +124,40 @@ def cap_onednn_kernel_cache(device: torch.device, precision: str) -> None:
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_KERNEL_CACHE))
 
 
+@functools.lru_cache(maxsize=None)
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere oneDNN emulates bfloat16 products: on an AVX2 CPU (AMD EPYC, Zen 2) a
+    (4,096 x 300) @ (300 x 3,469) product took 3.86 s under autocast against 0.20 s in float32, 1 thread."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(c) for c in checks):
+        return any(c() for c in checks)
+    try:  # a torch without those probes: the kernel's view of the CPU (Linux)
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device, say: Any = None) -> str:
+    """``precision`` as this run's steps use it: ``auto`` becomes bfloat16 where the device multiplies
+    it natively (:func:`native_bfloat16`), else float32. An explicit bfloat16 is kept, with a warning
+    through ``say`` where it is emulated (several times slower than float32, not faster)."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device) else "float32"
+    if precision == "bfloat16" and say is not None and not native_bfloat16(device):
+        say(f"warning: bfloat16 on this {device.type} is emulated, not native (no AVX512-BF16 / AMX): its matrix "
+            "products run many times slower than float32's; --precision auto picks what the machine does best")
+    return precision
+
+
 def step_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The context a training step's forward pass runs in: autocast to bfloat16, or nothing."""
-    if precision == "bfloat16":
+    if resolve_precision(precision, device) == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -142,6 +174,10 @@ class EpochResult:
 def train_loop(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunState,
                settings: LoopSettings, ctx: DistContext, log: RunLog, output: Path) -> tuple[str, dict[str, torch.Tensor] | None]:
     """Run epochs until a stop condition; returns (stop reason, best weights or None)."""
+    precision = resolve_precision(settings.precision, ctx.device, log.say)
+    if precision != settings.precision:
+        log.say(f"precision auto: {precision} on this {ctx.device.type}")
+    settings = dataclasses.replace(settings, precision=precision)  # type: ignore[arg-type]
     cap_onednn_kernel_cache(ctx.device, settings.precision)
     t_start, first_step, best = time.perf_counter(), run.global_step, None
     reason = "max_epochs" if run.epoch >= settings.epochs or run.early_stopping.should_stop else ""
@@ -149,7 +185,7 @@ def train_loop(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         while not reason:
             result = run_epoch(task, optimizer, run, settings, ctx, log, t_start, first_step,
                                lambda r: checkpoint(task, model, optimizer, r, ctx, output, None), stop)
-            record = epoch_record(task, run, result, ctx)
+            record = {**epoch_record(task, run, result, ctx), "precision": settings.precision}
             improved = False
             if result.finished:
                 run.epoch, run.step_in_epoch = run.epoch + 1, 0
