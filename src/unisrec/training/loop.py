@@ -19,8 +19,9 @@ the last checkpoint.
 ``LoopSettings.precision = "bfloat16"`` runs each step's forward pass (the task's ``step_loss``) under
 ``torch.autocast``: matrix products in bfloat16, losses, softmax and normalisation in float32 (autocast's
 own op lists); the weights, Adam's state, backward's accumulation into them, validation and test stay
-float32. On CPUs with AVX512-BF16 (or AMX) the products run several times faster (docs/training.md
-"Precision").
+float32. On CPUs with AVX512-BF16 (or AMX) the products run several times faster, on CPUs without them
+many times slower (emulated): ``"auto"`` takes bfloat16 only where the device has it natively
+(:func:`resolve_precision`; docs/training.md "Precision").
 
 Every ``TRIM_EVERY`` steps, after any step of ``TRIM_AFTER_SECONDS`` or more, and after each validation
 the loop hands the heap memory glibc keeps after frees back to the OS (``release_free_heap``), so a long
