@@ -35,6 +35,12 @@ cells trained with it only where the loss reads it (``--twin-cells``, same label
     python benchmarks/precision_page.py results/table3/cells_scientific --what read-positions \
         --twin-cells results/speed/cells_read_positions_scientific --out results/speed/read_positions_scientific
 
+``--what read-positions-today`` pairs the same with the reference arm trained by today's code with the full final
+layer (benchmarks/train_every_position_final_layer.py, its cells laid out as DATASET/LABEL/seedN):
+
+    python benchmarks/precision_page.py results/speed/bert4rec_every_position_final_layer --what read-positions-today \
+        --twin-cells results/speed/cells_read_positions_scientific --out results/speed/read_positions_today_scientific
+
 ``--what pre-training`` reads configs/benchmarks/pretrain_precision.yaml's tree instead, where the twin was
 fine-tuned (in float32) from a checkpoint *pre-trained* in bfloat16; ``--pretrain-curves F32_DIR BF16_DIR``
 adds the two pre-training runs' epoch losses and times (their ``training_log.jsonl``):
@@ -134,12 +140,20 @@ INTRO = {
                        "layer computed at every position and then read (the cells trained before the change) and computed only "
                        "at the positions the loss reads (models.encoder.layers_at_positions: S3-Rec's segment-prediction passes "
                        "at the last item, BERT4Rec's Cloze loss at the masked positions; the same function, other dropout draws)."),
+    "read-positions-today": ("# The final layer at every position vs only where the loss reads it, both with today's code (Scientific)",
+                             "Each pair: the same model, options and seeds, trained to early stopping with everything else the "
+                             "library has now (models.dropout's masks, the written-out attention), once with the final Transformer "
+                             "layer computed at every position and then read (benchmarks/train_every_position_final_layer.py, "
+                             "`unisrec train` with models.encoder.layers_at_positions switched off) and once only at the positions "
+                             "the loss reads (the read-positions cells: the same command through `unisrec benchmark`). This "
+                             "isolates the change, where the archived cells also predate the dropout and attention changes."),
 }
 # --what: (the twin's label suffix, the reference's name, the twin's name)
 SIDES = {"training": (SUFFIX, "float32", "bfloat16"), "pre-training": (SUFFIX, "float32", "bfloat16"),
          "dropout": (" (dropout masks)", "torch dropout", "our masks"),
          "attention": (" (written-out attention)", "fused call", "written out"),
-         "read-positions": (" (read positions)", "every position", "read positions")}
+         "read-positions": (" (read positions)", "every position", "read positions"),
+         "read-positions-today": (" (read positions)", "every position", "read positions")}
 
 
 def curve_lines(dirs: list[str]) -> list[str]:
