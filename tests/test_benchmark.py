@@ -939,6 +939,33 @@ def test_archive_with_spec_writes_the_summary_a_running_campaign_has_not_written
     assert build_report(tmp_path / "archive")["datasets"]["toy"]["models"]["UniSRec_t"]["role"] == "ours"
 
 
+def test_an_archived_cell_keeps_the_command_that_trained_it_when_the_spec_changes_in_a_way_it_accepts(grid, toy, tmp_path, monkeypatch):
+    """`precision: bfloat16` -> `auto` leaves finished cells valid (skipped), but the run tree's summary then
+    shows the command today's spec would run; the archive keeps the one that made each cell, until the cell
+    itself changes (other test metrics: trained again)."""
+    import shutil
+
+    spec, runs, _, _ = grid
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    monkeypatch.setattr(runner, "train_cell", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    archive_runs(copy, tmp_path / "archive", spec)
+    made = {(c["model"], c["seed"]): c["command"] for c in json.loads((tmp_path / "archive" / "benchmark.json").read_text())["cells"]}
+    assert all("--precision" not in made[("SASRec", s)] for s in (1, 2))
+    auto = toy_spec(toy, options={**TINY, "precision": "auto"})
+    summary = runner.run_benchmark(auto, copy, threads=1, isolate=False, say=lambda s: None)
+    assert {c["status"] for c in summary["cells"] if c["model"] != "Later"} == {"skipped"}
+    assert all("--precision auto" in c["command"] for c in summary["cells"])  # the run tree: today's spec
+    cell = copy / "toy" / "SASRec" / "seed2"  # ... and one cell trained again (other test metrics)
+    metrics = json.loads((cell / "metrics.json").read_text())
+    metrics["test"] = {k: v / 2 for k, v in metrics["test"].items()}
+    (cell / "metrics.json").write_text(json.dumps(metrics))
+    archive_runs(copy, tmp_path / "archive", auto)
+    kept = {(c["model"], c["seed"]): c["command"] for c in json.loads((tmp_path / "archive" / "benchmark.json").read_text())["cells"]}
+    assert kept[("SASRec", 1)] == made[("SASRec", 1)] and kept[("UniSRec_t", 2)] == made[("UniSRec_t", 2)]
+    assert "--precision auto" in kept[("SASRec", 2)]
+
+
 def test_run_with_archive_archives_after_each_cell(toy, tmp_path):
     import yaml
 

@@ -117,12 +117,26 @@ def _copy_jsonl(src: Path, dst: Path, runs: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _describe_archive(out: Path) -> None:
+def _finished_commands(out: Path) -> dict[tuple[str, str, int], tuple[str, Any]]:
+    """{(dataset, model, seed): (command, test metrics)} of the cells ``out``'s summary lists finished."""
+    try:
+        cells = json.loads((out / SUMMARY_NAME).read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {(c["dataset"], c["model"], c["seed"]): (c["command"], c.get("test")) for c in cells
+            if isinstance(c, dict) and c.get("status") == "finished" and c.get("command") and "seed" in c}
+
+
+def _describe_archive(out: Path, before: dict[tuple[str, str, int], tuple[str, Any]] | None = None) -> None:
     """Rewrite ``out``'s copy of the summary to describe the archive, not the last `benchmark run`:
     each cell ``finished`` (with its results) where the archive holds it, else ``not archived``.
     The run tree's statuses (``running``, ``queued``, ``not selected``...) say what one invocation
     did; copied as they are, they changed the committed file with every sitting and called cells
-    "not selected" that the archive holds finished. ``stale`` is kept: the report marks it."""
+    "not selected" that the archive holds finished. ``stale`` is kept: the report marks it.
+    ``before`` (:func:`_finished_commands` of the summary this replaces): a cell that was finished there
+    with the same test metrics is the same cell, so it keeps the command that trained it -- the run
+    tree's summary shows what today's spec *would* run, which differs where the spec changed in a way
+    that leaves finished cells valid (e.g. ``precision: bfloat16`` -> ``auto``)."""
     from unisrec.benchmark.runner import cell_results
     from unisrec.data.dataset import write_json
 
@@ -132,6 +146,9 @@ def _describe_archive(out: Path) -> None:
         results = cell_results(out / cell["dir"])  # the archived files, already portable
         if cell.get("status") != "stale":
             cell = {**cell, "status": "finished" if results else "not archived", "message": None}
+        made_by = (before or {}).get((cell["dataset"], cell["model"], cell["seed"]))
+        if made_by and results.get("test") is not None and made_by[1] == results.get("test"):
+            cell["command"] = made_by[0]
         summary["cells"][i] = {**{k: cell[k] for k in kept if cell.get(k) is not None}, **results}
     summary["finished"] = sum(1 for c in summary.get("cells", []) if c.get("test") is not None)
     write_json(out / SUMMARY_NAME, summary)
@@ -186,8 +203,9 @@ def archive_runs(runs: str | os.PathLike, out: str | os.PathLike, spec: Any = No
         done.append(name)
     if (runs / SUMMARY_NAME).is_file():
         out.mkdir(parents=True, exist_ok=True)
+        before = _finished_commands(out)
         _copy_json(runs / SUMMARY_NAME, out / SUMMARY_NAME, runs)
-        _describe_archive(out)
+        _describe_archive(out, before)
     if not done and not unfinished:
         raise UserError(f"{runs} holds no benchmark cells (expected DATASET/MODEL/seedN/ folders)")
     return {"archived": done, "unfinished": unfinished}
