@@ -152,8 +152,8 @@ INTRO = {
 SIDES = {"training": (SUFFIX, "float32", "bfloat16"), "pre-training": (SUFFIX, "float32", "bfloat16"),
          "dropout": (" (dropout masks)", "torch dropout", "our masks"),
          "attention": (" (written-out attention)", "fused call", "written out"),
-         "read-positions": (" (read positions)", "every position", "read positions"),
-         "read-positions-today": (" (read positions)", "every position", "read positions")}
+         "read-positions": (" (read positions)", "every position", "read positions")}
+SIDES["read-positions-today"] = SIDES["read-positions"]
 
 
 def curve_lines(dirs: list[str]) -> list[str]:

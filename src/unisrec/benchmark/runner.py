@@ -197,7 +197,7 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
     try:
         stored = json.loads((cell.dir / "config.json").read_text())
         run = stored.get("training") or stored.get("pretraining", {}).get("config", {})
-        recorded = stored.get("model", {})
+        recorded = stored.get("model") if isinstance(stored.get("model"), dict) else {}
     except (OSError, ValueError, AttributeError):
         return []  # no readable config.json: nothing to compare (metrics.json alone marks it finished)
     started_from = from_mismatch(cell, stored)
@@ -205,9 +205,9 @@ def option_mismatches(cell: Cell, threads: int | None = None) -> list[str]:
         return started_from
     train, config = cell_configs(cell.model, cell.seed, threads)
     # a field the model fills in for older directories ran with that value, whatever today's default is
-    upgraded = model_class(cell.model).upgrade_config(recorded) if isinstance(recorded, dict) else {}
-    implied = [k for k in _leaves(upgraded) if k not in _leaves(recorded)]
-    have = {**_leaves(upgraded), **_leaves(run)}
+    upgraded, as_recorded = _leaves(model_class(cell.model).upgrade_config(recorded)), _leaves(recorded)
+    implied = [k for k in upgraded if k not in as_recorded]
+    have = {**upgraded, **_leaves(run)}
 
     def leaves(train: Any, config: Any) -> dict[str, Any]:
         return json.loads(json.dumps({**_leaves(dataclasses.asdict(config)), **_leaves(dataclasses.asdict(train))}, default=str))
