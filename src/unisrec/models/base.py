@@ -101,15 +101,21 @@ class SequentialRecommender(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "SequentialRecommender":
-        """Load a directory written by :meth:`save_pretrained`; ``overrides`` change config fields."""
+        """Load a directory written by :meth:`save_pretrained`; ``overrides`` change config fields
+        (e.g. UniSRec's ``mode="transductive", num_items=N`` to add a fresh ID table when transferring)."""
         model_cfg, state = load_checkpoint(path, cls.model_type)
         model_cfg = cls.upgrade_config(model_cfg)
         try:
             model = cls(config_from_dict(cls.config_class, {**model_cfg, **overrides}))
         except (TypeError, ValueError) as exc:
             raise UserError(f"{path}/config.json: invalid model config ({exc})") from None
-        model.load_weights(state, path)
+        model.load_weights(model.weights_from_checkpoint(state), path)
         return model
+
+    def weights_from_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The saved tensors this freshly built model takes; a model that may keep some of its own
+        (UniSRec's ID table when transferring) overrides it."""
+        return state
 
     def load_weights(self, state: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
         """Load a saved state dict; a missing or mis-shaped tensor is a clear error naming ``source``."""

@@ -11,7 +11,6 @@ model with :meth:`UniSRec.set_item_features` (row 0 = padding) and are not writt
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -20,10 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisrec.errors import UserError
 from unisrec.models.adaptor import MoEAdaptor
 from unisrec.models.base import SequentialRecommender
-from unisrec.models.checkpoint import config_from_dict, load_checkpoint
 from unisrec.models.encoder import EncoderConfig, SequenceEncoder, check_sizes, init_weights
 
 Mode = Literal["inductive", "transductive"]
@@ -166,20 +163,10 @@ class UniSRec(SequentialRecommender):
         self.encoder.position_embedding.weight.requires_grad_(False)
 
     # ----------------------------------------------------------- save / load
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "UniSRec":
-        """Load a directory written by :meth:`save_pretrained`; ``overrides`` change config fields
-        (e.g. ``mode="transductive", num_items=N`` to add a fresh ID table when transferring)."""
-        model_cfg, state = load_checkpoint(path, cls.model_type)
-        model_cfg = cls.upgrade_config(model_cfg)
-        try:
-            model = cls(config_from_dict(UniSRecConfig, {**model_cfg, **overrides}))
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"{path}/config.json: invalid model config ({exc})") from None
-        own = model.state_dict()
-        # A pre-trained checkpoint carries no (or another domain's) ID table: keep the fresh one.
+    def weights_from_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A pre-trained checkpoint carries no (or another domain's) ID table: keep the fresh one."""
+        own = self.state_dict()
         state = {k: v for k, v in state.items() if not (k.startswith("item_id_embedding") and (k not in own or own[k].shape != v.shape))}
         own_ids = {k: v for k, v in own.items() if k.startswith("item_id_embedding")}
-        model.load_weights({**own_ids, **state}, path)
-        return model
+        return {**own_ids, **state}
 
