@@ -22,7 +22,7 @@ quickstart: setup
 	$(VENV)/bin/unisrec quickstart --output quickstart_out
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf $(VENV) quickstart_out
