@@ -83,6 +83,13 @@ print(os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "-"), rss() - start)
 def test_capping_onednn_kernel_cache_keeps_bfloat16_products_of_many_shapes_from_growing_memory():
     import subprocess
 
+    import torch
+
+    if not loop.native_bfloat16(torch.device("cpu")):
+        # measured on such a CPU (AMD EPYC, Zen 2): 400 shapes grew memory by < 100 MB, and emulated
+        # products cost ~12 s here; `precision auto` trains float32 there, the cap's case does not arise
+        pytest.skip("this CPU emulates bfloat16 (no AVX512-BF16 / AMX): no per-shape bfloat16 kernels to cap")
+
     def growth(variant):
         env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
         out = subprocess.run([sys.executable, "-c", _KERNEL_CACHE_PROBE, variant], env=env, check=True,
