@@ -25,7 +25,7 @@
 # cells_TAG.tgz (`benchmark archive` of the finished cells: metrics, per-user ranks, curves) and logs_TAG.tgz
 # (every cell's config, curve and log, finished or not; a resume state, 15-50 MB, stays on the machine).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 . benchmarks/gpu_lib.sh
 OUT="${OUT:?set OUT to the output folder}"; SPEC="${SPEC:?set SPEC to a benchmark spec}"
 MODELS="${MODELS:?set MODELS (comma-separated labels of the spec)}"
@@ -37,7 +37,8 @@ LOG="$OUT/driver.log"
 t0=$(date +%s)
 { nvidia-smi --query-gpu=name,memory.used --format=csv || true; torch_info; } >> "$LOG" 2>&1
 python3 benchmarks/gpu_data.py unpack "$DATA" >> "$LOG" 2>&1  # a no-op once unpacked
-export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 UNISREC_DATA="$(cd "$DATA" && pwd)"
+UNISREC_DATA="$(cd "$DATA" && pwd)"
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1 UNISREC_DATA
 cp -rn results/pretrain/cells/. "$R/pretrain/" 2>/dev/null  # the committed checkpoints (those still in the tree)
 if [ -n "${ARCHIVE:-}" ]; then mkdir -p "$R/$TAG" && cp -rn "$ARCHIVE"/. "$R/$TAG/"; fi
 timeout $(( MINUTES * 60 )) python3 -m unisrec benchmark run "$SPEC" --runs "$R/$TAG" --seeds "$SEEDS" \

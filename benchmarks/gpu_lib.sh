@@ -1,6 +1,8 @@
+# shellcheck shell=bash
 # Shared by the GPU-call scripts (source it): logging, and what comes back from a lent machine.
 
 # say MESSAGE: append "[N s] MESSAGE" to $LOG, N = seconds since $t0 (both set by the caller).
+# shellcheck disable=SC2154  # t0 and LOG are the caller's
 say() { echo "[$(( $(date +%s) - t0 )) s] $*" >> "$LOG"; }
 
 # torch_info: one line naming torch and the GPU (False when CUDA is not available).

@@ -12,7 +12,7 @@
 # Writes $OUT/driver.log and $OUT/or_equal_epochs.tgz (metrics.json, training_log.jsonl, config.json
 # of every run, the two summaries, logs).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 . benchmarks/gpu_lib.sh
 OUT="${OUT:?set OUT to the output folder}"
 DATA="${DATA:-.gpu_data}"; NAME="${NAME:-online_retail_shuffled}"; CKPT="${CKPT:-$DATA/pre_games_scientific}"

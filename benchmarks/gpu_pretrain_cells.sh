@@ -32,7 +32,7 @@
 #          results/table3/cells_online_retail/ and `python benchmarks/gpu_data.py unstash`
 # A cell the cap cuts writes its resume state (SIGTERM); a call made at once on the still-warm machine resumes it.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 . benchmarks/gpu_lib.sh
 if [ "${1:-}" = "--restore" ]; then  # here: unpack what came back into a run tree (cells with their weights)
   src="${2:?FILES_AT}"; dest="${3:?RUN_DIR}"; mkdir -p "$dest"

@@ -20,7 +20,7 @@
 # A dry run on CPU with small data: DEVICE=cpu DATA=runs/dry_data PROBES="64 128" PRE_BATCH=128 T3_MIN=0.3 PRE_MIN=0.2 \
 #   TR_MIN=0.3 OUT=runs/dry_out bash benchmarks/gpu_session.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 . benchmarks/gpu_lib.sh
 OUT="${OUT:?set OUT to the output folder}"
 DEVICE="${DEVICE:-cuda}"
@@ -49,12 +49,14 @@ for job in games_scientific:games,scientific games:games; do
     --job "${job%%:*}" --datasets "${job#*:}" --minutes "$PRE_MIN" --batch-size "$PRE_BATCH" > "$W/pre_${job%%:*}.log" 2>&1 &
   eval "PRE_${job%%:*}=\$!"
 done
+# shellcheck disable=SC2154  # PRE_games_scientific and PRE_games are set by the eval above
 wait "$PRE_games_scientific"; say "games_scientific pre-training exit $?"
 say "transfer online_retail"
 timeout $(( ${TR_MIN%.*} * 60 + 60 )) python3 benchmarks/reproduce_table3.py --datasets online_retail --models unisrec_t_id,unisrec_t \
   --seeds "$SEEDS" --init-from "$W/pre/games_scientific" --data-root "$DATA" --runs "$W/transfer" --device "$DEVICE" \
   --threads 1 --parallel 6 --time-limit-minutes "$TR_MIN" --out "$W/transfer_or" > "$W/transfer_driver.log" 2>&1 &
 TR=$!
+# shellcheck disable=SC2154
 wait "$PRE_games"; say "games pre-training exit $?"
 wait "$T3"; say "table3 exit $?"
 wait "$TR"; say "transfer exit $?"

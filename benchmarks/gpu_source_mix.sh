@@ -19,7 +19,7 @@
 # ranks), weights_N.tgz (the two new pre-training checkpoints). Unfinished fine-tuning cells bring back
 # only their curves (a resume state is 30-50 MB). MINUTES caps the whole call's training.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 . benchmarks/gpu_lib.sh
 if [ "${1:-}" = "--restore" ]; then
   src="${2:?FILES_AT}"; dest="${3:?RUN_DIR}"; mkdir -p "$dest"

@@ -12,7 +12,7 @@
 # EVERY_POSITION=1 trains with --every-position instead (to compare it with the faithful batching);
 # DATASETS=online_retail,scientific adds Scientific (18 runs at once: raise TIME_LIMIT_MIN).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT="${OUT:?set OUT to the output folder}"
 DATASETS="${DATASETS:-online_retail}"
 SEEDS="${SEEDS:-2020,2021,2022}"
