@@ -15,6 +15,8 @@ written-out CPU training path (the same function; different dropout draws).
 `--compare read-positions` (S3-Rec's pre-training, BERT4Rec): the final layer at every position vs only
 where the loss reads it -- S3-Rec's segment passes at the last real item, BERT4Rec's Cloze at the masked
 positions (the same function; the final layer's dropout draws differ).
+`--compare optimizer`: torch's Adam as the loop built it before (``foreach``: one kernel per op over the
+parameter list) vs ``fused=True`` (one pass over each parameter: the same update, rounding aside).
 
 Each model is built as its benchmark cell builds it (benchmarks/baseline_epoch_speed.py) and steps through
 the same real batches of epoch 0 -- forward, backward, Adam, under the cell's precision -- the two ways taking
@@ -83,6 +85,10 @@ def set_read_positions(task, read_only: bool) -> None:
     BERT4Rec.bidirectional_outputs_at = ours[BERT4Rec] if read_only else outputs_everywhere
 
 
+def set_nothing(task, _: bool) -> None:
+    """The task is the same both ways (what differs is the optimizer: see ``OPTIMIZERS``)."""
+
+
 # --compare: (way A, way B, how to switch a task to B (True) or A (False), what the page compares)
 WAYS = {
     "encoder-passes": ("buckets", "one pass", set_encoder_passes, "Encoder passes per training step: length buckets vs one padded pass"),
@@ -91,7 +97,11 @@ WAYS = {
                   "Attention per training step: scaled_dot_product_attention vs models.encoder.attention's CPU training path"),
     "read-positions": ("every position", "read positions", set_read_positions,
                        "Final Transformer layer at every position vs at the positions a loss reads (S3-Rec's segment passes, BERT4Rec's Cloze)"),
+    "optimizer": ("foreach Adam", "fused Adam", set_nothing, "Adam per training step: foreach vs fused"),
 }
+# the Adam options of each way (the same for both ways but in --compare optimizer); each way steps its own
+# optimizer over the same parameters: the timing of an update does not depend on the values it meets
+OPTIMIZERS = {"optimizer": ({"foreach": True}, {"fused": True})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for label, (task, module, batching, precision) in tasks.items():
         batches = task.batches(0)
-        opt = torch.optim.Adam([q for q in module.parameters() if q.requires_grad], lr=1e-3)
+        params = [q for q in module.parameters() if q.requires_grad]
+        kw_a, kw_b = OPTIMIZERS.get(args.compare, ({}, {}))
+        opt_a = torch.optim.Adam(params, lr=1e-3, **kw_a)
+        opts = {a: opt_a, b_way: torch.optim.Adam(params, lr=1e-3, **kw_b) if kw_b != kw_a else opt_a}
         wall: dict[str, list[float]] = {a: [], b_way: []}
         for r in range(args.steps + 1):
             for way, to_b in ((a, False), (b_way, True))[:: 1 if r % 2 else -1]:  # ABBA: neither way always goes first
@@ -133,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 t = clock()
                 with step_precision(device, precision):
                     loss, _, _ = task.step_loss(batches[r % len(batches)])
-                opt.zero_grad(set_to_none=True)
+                opts[way].zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                opts[way].step()
                 sync()
                 if r:
                     wall[way].append(clock() - t)
