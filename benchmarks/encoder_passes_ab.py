@@ -15,6 +15,8 @@ written-out CPU training path (the same function; different dropout draws).
 `--compare read-positions` (S3-Rec's pre-training, BERT4Rec): the final layer at every position vs only
 where the loss reads it -- S3-Rec's segment passes at the last real item, BERT4Rec's Cloze at the masked
 positions (the same function; the final layer's dropout draws differ).
+`--compare compile`: every Transformer layer eager vs through ``torch.compile(dynamic=True)`` (inductor's
+fused kernels; the first compiled steps, which compile, are the untimed warm-up).
 `--compare optimizer`: torch's Adam as the loop built it before (``foreach``: one kernel per op over the
 parameter list) vs ``fused=True`` (one pass over each parameter: the same update, rounding aside).
 
@@ -85,6 +87,20 @@ def set_read_positions(task, read_only: bool) -> None:
     BERT4Rec.bidirectional_outputs_at = ours[BERT4Rec] if read_only else outputs_everywhere
 
 
+def set_compile(task, compiled: bool) -> None:
+    """Every Transformer layer of the task's module eager, or compiled (compiled once per layer, kept)."""
+    import torch
+
+    from unisrec.models.encoder import TransformerLayer
+
+    module = getattr(task, "module", None) or task.model
+    for layer in (m for m in module.modules() if isinstance(m, TransformerLayer)):
+        eager = layer.__dict__.setdefault("eager_forward", layer.forward)
+        if compiled and "compiled_forward" not in layer.__dict__:
+            layer.compiled_forward = torch.compile(eager, dynamic=True)
+        layer.forward = layer.compiled_forward if compiled else eager
+
+
 def set_nothing(task, _: bool) -> None:
     """The task is the same both ways (what differs is the optimizer: see ``OPTIMIZERS``)."""
 
@@ -97,6 +113,7 @@ WAYS = {
                   "Attention per training step: scaled_dot_product_attention vs models.encoder.attention's CPU training path"),
     "read-positions": ("every position", "read positions", set_read_positions,
                        "Final Transformer layer at every position vs at the positions a loss reads (S3-Rec's segment passes, BERT4Rec's Cloze)"),
+    "compile": ("eager", "compiled", set_compile, "Transformer layers per training step: eager vs torch.compile"),
     "optimizer": ("foreach Adam", "fused Adam", set_nothing, "Adam per training step: foreach vs fused"),
 }
 # the Adam options of each way (the same for both ways but in --compare optimizer); each way steps its own
