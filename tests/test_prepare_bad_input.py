@@ -108,8 +108,15 @@ def test_empty_files(tmp_path):
     header_only.write_text("user_id,item_id,timestamp\n")
     items = tmp_path / "items.csv"
     items.write_text("item_id,text\na,A\n")
-    with pytest.raises(UserError, match="no interactions left"):
+    with pytest.raises(UserError, match=r"h\.csv \+ .*items\.csv: no interactions to read \(no data rows\); check the input"):
         prepare_table(header_only, items)
+    # rows that are read but all filtered out: the count read and what dropped them
+    two = tmp_path / "two.csv"
+    two.write_text("user_id,item_id,timestamp\nu1,a,1\nu2,a,2\n")
+    with pytest.raises(UserError, match=r"two\.csv \+ .*items\.csv: no interactions left after filtering: all 2 read were "
+                                        r"dropped \(kcore: 2\); the k-core keeps users with at least 5 and items with at least 5 interactions: "
+                                        r"lower --min-user/--min-item"):
+        prepare_table(two, items)
 
 
 def test_non_utf8_bytes(tmp_path):

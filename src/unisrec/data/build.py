@@ -152,8 +152,23 @@ def duplicate_rows(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return dup, earlier
 
 
+def no_interactions_message(read: int, dropped: dict[str, int], inputs: dict[str, Path | None], min_user: int,
+                            min_item: int) -> str:
+    """Why a prepare has nothing to write: no interaction was read at all, or every one read was filtered
+    out (with the count per reason and the k-core's thresholds), prefixed by the input files."""
+    files = " + ".join(str(p) for p in inputs.values() if p is not None)
+    where = f"{files}: " if files else ""
+    reasons = ", ".join(f"{k}: {v:,}" for k, v in dropped.items() if v)
+    if read == 0:
+        return (f"{where}no interactions to read" + (f" (dropped while reading: {reasons})" if reasons else " (no data rows)")
+                + "; check the input")
+    return (f"{where}no interactions left after filtering: all {read:,} read were dropped ({reasons}); the k-core keeps "
+            f"users with at least {min_user} and items with at least {min_item} interactions: lower --min-user/--min-item "
+            "or check the input")
+
+
 def assemble_dataset(inter: Interactions, bad: BadRecords, opts: PrepareOptions, *, name: str,
-                     manifest: dict | None = None) -> Dataset:
+                     manifest: dict | None = None, inputs: dict[str, Path | None] | None = None) -> Dataset:
     """Interactions -> a leave-one-out :class:`Dataset` (not written; see :func:`finish_prepare`).
 
     Steps, in the release's order: exact duplicates removed (``inter.dedup_keys`` beside user/item
@@ -161,6 +176,7 @@ def assemble_dataset(inter: Interactions, bad: BadRecords, opts: PrepareOptions,
     ``inter.item_allowed`` dropped (e.g. no meta record), iterative (min_user, min_item)-core, then each
     user's items in time order (ties by input row, or shuffled with ``tie_seed`` when ``ties="shuffle"``)
     -> CSR sequences. Every drop is counted in ``bad.dropped`` and each step in the manifest's ``filters``.
+    ``inputs`` (name -> file) only name the files in the error when nothing is left.
     """
     opts.check()
     steps: list[dict] = [{"step": "read", "interactions": int(len(inter.users))}]
@@ -178,8 +194,8 @@ def assemble_dataset(inter: Interactions, bad: BadRecords, opts: PrepareOptions,
                   "dropped": int((~core).sum())})
     u, i, t = u[core], i[core], t[core]
     if len(u) == 0:
-        raise InputError(f"no interactions left after filtering ({', '.join(f'{k}: {v}' for k, v in bad.as_dict().items())}); "
-                         "lower --min-user/--min-item or check the input")
+        raise InputError(no_interactions_message(steps[0]["interactions"], bad.as_dict(), inputs or {},
+                                                 opts.min_user, opts.min_item))
 
     shuffle_seed = opts.tie_seed if opts.ties == "shuffle" else None
     user_codes, item_codes, offsets, seq_items = build_sequences(u, i, t, shuffle_seed)
@@ -236,7 +252,7 @@ def finish_prepare(inter: Interactions, bad: BadRecords, opts: PrepareOptions, *
     source, inputs and options in the manifest, and write ``opts.output`` if set."""
     meta = {"source": source, "inputs": describe_inputs(**inputs), "options": {**opts.record(), **(options or {})}}
     meta.update(manifest or {})
-    ds = assemble_dataset(inter, bad, opts, name=opts.dataset_name(default_name), manifest=meta)
+    ds = assemble_dataset(inter, bad, opts, name=opts.dataset_name(default_name), manifest=meta, inputs=inputs)
     return write_prepared(ds, opts, inputs)
 
 
