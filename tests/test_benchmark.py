@@ -496,8 +496,8 @@ def test_bad_options_and_spec_errors(toy, tmp_path):
         runner.run_benchmark(bad, tmp_path, isolate=False, say=lambda s: None)
     with pytest.raises(UserError, match="seed"):
         toy_spec(toy, models={"A": {"model": "sasrec", "seed": 3}})
-    with pytest.raises(UserError, match="same folder"):
-        toy_spec(toy, models={"A B": "sasrec", "A_B": "sasrec"})
+    with pytest.raises(UserError, match=r"same folder: 'A B', 'A_B' -> A_B \(spaces become _\)"):
+        toy_spec(toy, models={"A B": "sasrec", "A_B": "sasrec", "C": "sasrec"})
     with pytest.raises(UserError, match="finetune"):
         toy_spec(toy, models={"A": {"model": "sasrec", "unfreeze_all": True}})
     with pytest.raises(UserError, match="same thing"):

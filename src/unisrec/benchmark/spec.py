@@ -266,9 +266,13 @@ def spec_from_dict(data: Any, source: Path | None = None) -> BenchmarkSpec:
         if m.only_on is not None and (unknown := [d for d in m.only_on if d not in datasets]):
             raise UserError(f"{where}: models.{m.label}.datasets names {', '.join(unknown)}, not a dataset of the spec "
                             f"({', '.join(datasets)})")
-    folders = [m.folder for m in models.values()]
-    if len(set(folders)) != len(folders):
-        raise UserError(f"{where}: two model labels name the same folder ({', '.join(folders)})")
+    by_folder: dict[str, list[str]] = {}
+    for m in models.values():
+        by_folder.setdefault(m.folder, []).append(m.label)
+    if clashes := {folder: labels for folder, labels in by_folder.items() if len(labels) > 1}:
+        raise UserError(f"{where}: model labels that name the same folder: "
+                        + "; ".join(f"{', '.join(map(repr, labels))} -> {folder}" for folder, labels in clashes.items())
+                        + " (spaces become _): rename one")
     name = str(data.get("name") or (source.stem if source else "benchmark"))
     return BenchmarkSpec(name, datasets, models, tuple(int(s) for s in seeds_list), source)
 
