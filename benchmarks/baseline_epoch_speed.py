@@ -58,6 +58,17 @@ def build_tasks(spec_path: str, dataset: str, seed: int, threads: int, only: lis
     return tasks
 
 
+def train_step(task, optimizer, batch, device, precision: str) -> None:
+    """One training step as the training loop runs it: the loss under the cell's precision, backward, Adam."""
+    from unisrec.training.loop import step_precision
+
+    with step_precision(device, precision):
+        loss, _, _ = task.step_loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="a benchmark spec (configs/benchmarks/*.yaml)")
@@ -70,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
-    from unisrec.training.loop import step_precision
 
     torch.set_num_threads(args.threads)
     only = None if not args.models else sorted({*args.models.split(","), "SASRec"})
@@ -89,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             s = state[label]
             batch = s["batches"][r % len(s["batches"])]
             c, w = time.process_time(), time.perf_counter()
-            with step_precision(torch.device("cpu"), precision):  # as the training loop runs the step
-                loss, _, _ = task.step_loss(batch)
-            s["opt"].zero_grad(set_to_none=True)
-            loss.backward()
-            s["opt"].step()
+            train_step(task, s["opt"], batch, torch.device("cpu"), precision)
             if r:  # the first round warms up
                 s["cpu"].append(time.process_time() - c)
                 s["wall"].append(time.perf_counter() - w)

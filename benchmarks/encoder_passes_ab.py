@@ -137,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from baseline_epoch_speed import build_tasks
+    from baseline_epoch_speed import build_tasks, train_step
     from benchlib import write_result
-
-    from unisrec.training.loop import step_precision
 
     a, b_way, switch, what = WAYS[args.compare]
     torch.set_num_threads(args.threads)
@@ -161,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 switch(task, to_b)
                 sync()
                 t = clock()
-                with step_precision(device, precision):
-                    loss, _, _ = task.step_loss(batches[r % len(batches)])
-                opts[way].zero_grad(set_to_none=True)
-                loss.backward()
-                opts[way].step()
+                train_step(task, opts[way], batches[r % len(batches)], device, precision)
                 sync()
                 if r:
                     wall[way].append(clock() - t)

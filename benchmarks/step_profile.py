@@ -29,10 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from baseline_epoch_speed import build_tasks
+    from baseline_epoch_speed import build_tasks, train_step
     from benchlib import write_result
-
-    from unisrec.training.loop import step_precision
 
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
@@ -42,17 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         opt = torch.optim.Adam([q for q in module.parameters() if q.requires_grad], lr=1e-3)
         batches = task.batches(0)
 
-        def step(batch):
-            with step_precision(device, precision):
-                loss, _, _ = task.step_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step(batches[0])
+        train_step(task, opt, batches[0], device, precision)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for batch in batches[1 : 1 + args.steps]:
-                step(batch)
+                train_step(task, opt, batch, device, precision)
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         shares = sorted(((e.key, e.self_cpu_time_total / total) for e in events), key=lambda kv: -kv[1])
