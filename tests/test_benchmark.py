@@ -1006,3 +1006,27 @@ def test_dry_run_estimates_a_cells_time_from_the_finished_cells_of_its_model(gri
     assert main(["benchmark", "run", str(path), "--runs", str(copy), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "estimated cell time: ~3.0 h for 2 of the 2 cells to train" in out
+
+
+def test_an_unfinished_cell_says_when_early_stopping_can_end_it_at_the_soonest(tmp_path):
+    """Best at epoch 8 with patience 10: it cannot stop before epoch 18; 2.5 epochs of 100 steps are done,
+    so >= 15.5 more epochs at the median of its last five complete epochs (training + validation)."""
+    from unisrec.training.state import EarlyStopping, RunState
+
+    run = RunState(epoch=2, step_in_epoch=50, global_step=250, early_stopping=EarlyStopping(10, 0.05, 8, 0),
+                   config={"train": {"epochs": 300}})
+    log = [{"epoch": e, "seconds": s, "eval_seconds": 10.0, "partial": False} for e, s in enumerate([900, 90, 100, 110, 120, 130], 1)]
+    log.append({"epoch": 7, "seconds": 5000.0, "partial": True})  # a partial epoch is not a pace
+    (tmp_path / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    pace = runner.epoch_seconds(tmp_path)
+    assert pace == 120.0  # median of 100..140: the first, slow epoch is out of the last five
+    said = runner.earliest_end(run, pace)
+    assert said == f"ends after epoch 18 at the soonest (patience 10): >= 15.5 more epochs, ~{15.5 * 120 / 3600:.1f} h at its recent 120 s per epoch"
+    run.config["train"]["epochs"] = 12  # the epoch limit comes first
+    assert runner.earliest_end(run, None) == "ends after epoch 12 at the soonest (its epoch limit): >= 9.5 more epochs"
+    # a stage without validation runs to its own limit; a run at its end, or never validated, says nothing
+    stage = RunState(epoch=3, global_step=30, config={"train": {"epochs": 300}})
+    assert runner.earliest_end(stage, 60.0, limit=10) == "ends after epoch 10 (its epoch limit): 7.0 more epochs, ~0.1 h at its recent 60 s per epoch"
+    assert runner.earliest_end(stage, 60.0) == "ends after epoch 300 (its epoch limit): 297.0 more epochs, ~5.0 h at its recent 60 s per epoch"
+    assert runner.earliest_end(RunState(epoch=18, global_step=1800, early_stopping=EarlyStopping(10, 0.05, 8, 10)), 60.0) == ""
+    assert runner.earliest_end(RunState(), None) == "" and runner.epoch_seconds(tmp_path / "none") is None

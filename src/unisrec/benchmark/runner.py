@@ -138,8 +138,53 @@ def progress(cell_dir: Path) -> str:
         if (run := read_run_state(folder)) is not None:
             stop = run.early_stopping
             best = f"; best valid {stop.best:.4f} at epoch {stop.best_epoch}" if stop.best_epoch else ""
-            return f"{where}after epoch {run.epoch}{best}"
+            stage_epochs = run.config.get("model", {}).get("pretrain_epochs") if where else None  # S3-Rec's stage
+            soonest = earliest_end(run, epoch_seconds(folder), stage_epochs)
+            return f"{where}after epoch {run.epoch}{best}" + (f"; {soonest}" if soonest else "")
     return ""
+
+
+def epoch_seconds(run_dir: Path, last: int = 5) -> float | None:
+    """The median seconds (training + validation) of the run's last ``last`` complete epochs, from its
+    training log; None without one. The recent epochs, not the run's average: a cell resumed on another
+    machine or under another load paces like its latest sitting."""
+    from unisrec.training.log import LOG_NAME
+
+    try:
+        records = [json.loads(line) for line in (run_dir / LOG_NAME).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    done = [float(r["seconds"]) + float(r.get("eval_seconds", 0.0)) for r in records
+            if not r.get("partial") and isinstance(r.get("seconds"), (int, float))]
+    return statistics.median(done[-last:]) if done else None
+
+
+def earliest_end(run: Any, seconds_per_epoch: float | None, limit: int | None = None) -> str:
+    """When early stopping could end a run at the soonest -- if no later epoch beats its best -- e.g.
+    "ends after epoch 26 at the soonest (patience 10): >= 9.6 more epochs, ~3.9 h at its recent 1,470 s
+    per epoch"; capped by the run's epoch limit (``limit``, else its config's), the end itself for a run
+    without validation (a pre-training stage); "" when neither is known or it is at its end.
+    A lower bound: every new best moves it ``patience`` epochs on."""
+    stop = run.early_stopping
+    if limit is None:
+        train = run.config.get("train", {}) if isinstance(run.config, dict) else {}
+        limit = train.get("epochs") if isinstance(train.get("epochs"), int) else None
+    if stop.best_epoch:
+        last = stop.best_epoch + stop.patience if limit is None else min(stop.best_epoch + stop.patience, limit)
+    elif limit is not None and run.epoch:  # no validation: it runs to its limit
+        last = limit
+    else:
+        return ""
+    steps_per_epoch = (run.global_step - run.step_in_epoch) / run.epoch if run.epoch else 0
+    part_done = run.step_in_epoch / steps_per_epoch if steps_per_epoch else 0.0
+    epochs_left = last - run.epoch - part_done
+    if epochs_left <= 0:
+        return ""
+    soonest = " at the soonest" if stop.best_epoch else ""
+    cap = " (its epoch limit)" if last == limit else f" (patience {stop.patience})"
+    pace = (f", ~{epochs_left * seconds_per_epoch / 3600:.1f} h at its recent {seconds_per_epoch:,.0f} s per epoch"
+            if seconds_per_epoch else "")
+    return f"ends after epoch {last}{soonest}{cap}: {'>= ' * bool(soonest)}{epochs_left:.1f} more epochs{pace}"
 
 
 def model_class(model: ModelEntry) -> Any:
