@@ -148,11 +148,11 @@ def epoch_seconds(run_dir: Path, last: int = 5) -> float | None:
     """The median seconds (training + validation) of the run's last ``last`` complete epochs, from its
     training log; None without one. The recent epochs, not the run's average: a cell resumed on another
     machine or under another load paces like its latest sitting."""
-    from unisrec.training.log import LOG_NAME
+    from unisrec.evaluation.plots import read_training_log
 
     try:
-        records = [json.loads(line) for line in (run_dir / LOG_NAME).read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
+        records = read_training_log(run_dir)
+    except UserError:  # no log yet, or a damaged one: no pace to tell
         return None
     done = [float(r["seconds"]) + float(r.get("eval_seconds", 0.0)) for r in records
             if not r.get("partial") and isinstance(r.get("seconds"), (int, float))]
@@ -167,8 +167,7 @@ def earliest_end(run: Any, seconds_per_epoch: float | None, limit: int | None = 
     A lower bound: every new best moves it ``patience`` epochs on."""
     stop = run.early_stopping
     if limit is None:
-        train = run.config.get("train", {}) if isinstance(run.config, dict) else {}
-        limit = train.get("epochs") if isinstance(train.get("epochs"), int) else None
+        limit = run.config.get("train", {}).get("epochs")
     if stop.best_epoch:
         last = stop.best_epoch + stop.patience if limit is None else min(stop.best_epoch + stop.patience, limit)
     elif limit is not None and run.epoch:  # no validation: it runs to its limit
